@@ -1,0 +1,313 @@
+"""The Hydra task behind `python -m suite`: build a job from its config and run one stage.
+
+`run(cfg)` instantiates, in this order, the data module, the model, the loggers, the
+callbacks and the trainer (each from its `_target_`), logs the resolved config and the
+overrides to MLflow, runs `trainer.<stage>`, and returns `cfg.optimized_metric` for
+sweepers. On any exception the MLflow run is marked FAILED (never left RUNNING) and the
+exception is re-raised. A user mistake found while building the job (a `ValueError`,
+`FileNotFoundError` or `KeyError` from a constructor) is printed as one line; in a
+multirun it is re-raised so the other jobs of the sweep still run and Hydra reports it.
+
+`PrepareMlflowStore` is a Hydra callback run once in the launching process, before any
+job: it creates the sqlite database and the experiment, because concurrent first-time
+migrations of a fresh MLflow database from parallel jobs crash.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger("suite")
+
+# `${cwd:}` is the directory the command runs in. Unlike `${hydra:runtime.cwd}` it also
+# resolves outside a running job (in Hydra callbacks, launchers and tests' compose calls).
+if not OmegaConf.has_resolver("cwd"):
+    OmegaConf.register_new_resolver("cwd", lambda: os.getcwd())
+
+USER_ERRORS = (ValueError, FileNotFoundError, KeyError)
+
+
+# ---------------------------------------------------------------------------------------
+# MLflow store
+# ---------------------------------------------------------------------------------------
+
+
+def mlflow_settings(cfg: DictConfig) -> dict[str, str] | None:
+    """Tracking URI, experiment and artifact root of the config's MLflow logger, if any."""
+    loggers = cfg.get("logger") or {}
+    for spec in loggers.values():
+        if spec is not None and str(spec.get("_target_", "")).endswith("MLFlowLogger"):
+            return {
+                "tracking_uri": str(spec.tracking_uri),
+                "experiment_name": str(spec.experiment_name),
+                "artifact_location": str(spec.get("artifact_location") or ""),
+            }
+    return None
+
+
+def prepare_mlflow_store(
+    tracking_uri: str, experiment_name: str, artifact_location: str = ""
+) -> str:
+    """Create the MLflow database (running its migrations once) and the experiment; return its id."""
+    import mlflow
+
+    if tracking_uri.startswith("sqlite:///"):
+        Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is not None:
+        return experiment.experiment_id
+    try:
+        return client.create_experiment(
+            experiment_name, artifact_location=artifact_location or None
+        )
+    except mlflow.exceptions.MlflowException:
+        # Another process created it between our look-up and our create: use theirs.
+        experiment = client.get_experiment_by_name(experiment_name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
+
+
+class PrepareMlflowStore(Callback):
+    """Hydra callback: create the MLflow store before the first job of a run or sweep."""
+
+    def _prepare(self, config: DictConfig) -> None:
+        settings = mlflow_settings(config)
+        if settings is not None:
+            prepare_mlflow_store(**settings)
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._prepare(config)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._prepare(config)
+
+
+# ---------------------------------------------------------------------------------------
+# Naming, params, resuming
+# ---------------------------------------------------------------------------------------
+
+
+def job_run_name(cfg: DictConfig) -> str:
+    """`beta15-seed0` for a single run; `beta15-diversity.beta=5` for a multirun job."""
+    if HydraConfig.initialized():
+        hydra_cfg = HydraConfig.get()
+        if hydra_cfg.mode == RunMode.MULTIRUN and hydra_cfg.job.override_dirname:
+            return f"{cfg.name}-{hydra_cfg.job.override_dirname}"
+    return str(cfg.run_name)
+
+
+def run_tags(cfg: DictConfig) -> dict[str, str]:
+    tags = {str(k): str(v) for k, v in (cfg.get("tags") or {}).items()}
+    tags["stage"] = str(cfg.stage)
+    tags["experiment_config"] = str(cfg.name)
+    if HydraConfig.initialized():
+        hydra_cfg = HydraConfig.get()
+        tags["config_name"] = str(hydra_cfg.job.config_name)
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            tags["sweep"] = str(hydra_cfg.job.config_name)
+            tags["sweep_dir"] = str(hydra_cfg.sweep.dir)
+    return tags
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts/lists to `a.b.0.c` keys (MLflow params are flat)."""
+    items: dict[str, Any] = {}
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            items.update(flatten(value, f"{prefix}{key}."))
+    elif isinstance(tree, list):
+        for index, value in enumerate(tree):
+            items.update(flatten(value, f"{prefix}{index}."))
+    else:
+        items[prefix[:-1]] = tree
+    return items
+
+
+def hyperparameters(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config without Hydra's own section, flattened for MLflow params."""
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved.pop("hydra", None)
+    params = {k: v for k, v in flatten(resolved).items() if not k.startswith("logger.")}
+    # MLflow caps a param value at 6000 characters; long lists are kept in the config artifact.
+    return {k: (str(v)[:500] if v is not None else "None") for k, v in params.items()}
+
+
+def resume_from(cfg: DictConfig) -> tuple[str | None, str | None]:
+    """Turn `ckpt_path` into a file and, for `last`, the MLflow run to continue."""
+    ckpt = cfg.get("ckpt_path")
+    if ckpt in (None, "", "null"):
+        return None, None
+    if ckpt != "last":
+        if not Path(ckpt).is_file():
+            raise FileNotFoundError(f"ckpt_path: checkpoint file not found: {ckpt}")
+        return str(ckpt), None
+    ckpt_dir = Path(cfg.paths.ckpt_dir)
+    last = ckpt_dir / "last.ckpt"
+    if not last.is_file():
+        raise FileNotFoundError(
+            f"ckpt_path=last: no {last} to resume from (has run {cfg.run_name!r} saved a checkpoint?)"
+        )
+    run_id_file = run_id_path(cfg.paths.ckpt_dir)
+    run_id = run_id_file.read_text().strip() if run_id_file.is_file() else None
+    return str(last), run_id
+
+
+def run_id_path(ckpt_dir: str) -> Path:
+    """Beside (not inside) the checkpoint folder, which Lightning wants empty on a fresh run."""
+    path = Path(ckpt_dir)
+    return path.with_name(path.name + ".mlflow_run_id")
+
+
+def remember_run_id(ckpt_dir: str, run_id: str) -> None:
+    path = run_id_path(ckpt_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(run_id)
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------------------
+# The job
+# ---------------------------------------------------------------------------------------
+
+
+def instantiate_group(group: DictConfig | None, **kwargs: Any) -> list[Any]:
+    """Instantiate every entry of a group like `callbacks:` or `logger:` that has a target."""
+    if not group:
+        return []
+    return [
+        hydra.utils.instantiate(spec, **kwargs)
+        for spec in group.values()
+        if spec is not None and "_target_" in spec
+    ]
+
+
+def log_run_start(loggers: list[Any], cfg: DictConfig, resumed: bool) -> None:
+    """Params, resolved config and overrides; on resume, only what the first start lacked.
+
+    MLflow refuses to change a logged param, so a resumed run keeps its original params
+    and gets its new config as `config/resume-<time>/` artifacts instead.
+    """
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    params = hyperparameters(cfg)
+    resolved = OmegaConf.to_yaml(cfg, resolve=True)
+    overrides = ""
+    if HydraConfig.initialized():
+        overrides = OmegaConf.to_yaml(OmegaConf.create(list(HydraConfig.get().overrides.task)))
+    for logger in loggers:
+        if not isinstance(logger, MLFlowLogger):
+            logger.log_hyperparams(params)
+            continue
+        client, run_id = logger.experiment, logger.run_id
+        folder = "config"
+        if resumed:
+            known = client.get_run(run_id).data.params
+            params = {k: v for k, v in params.items() if k not in known}
+            folder = f"config/resume-{time.strftime('%Y%m%d-%H%M%S')}"
+            client.update_run(run_id, status="RUNNING")
+        logger.log_hyperparams(params)
+        client.log_text(run_id, resolved, f"{folder}/config.yaml")
+        client.log_text(run_id, overrides, f"{folder}/overrides.yaml")
+        remember_run_id(cfg.paths.ckpt_dir, run_id)
+
+
+def mark_failed(loggers: list[Any]) -> None:
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    for logger in loggers:
+        if isinstance(logger, MLFlowLogger) and logger._initialized:
+            try:
+                logger.experiment.set_terminated(logger.run_id, "FAILED")
+            except Exception as error:  # noqa: BLE001 - never hide the original failure
+                log.warning("could not mark MLflow run %s FAILED: %s", logger.run_id, error)
+
+
+def metric_value(metrics: dict[str, Any], name: str | None) -> float | None:
+    if not name:
+        return None
+    if name not in metrics:
+        raise KeyError(
+            f"optimized_metric {name!r} was not logged; logged metrics: {sorted(metrics)}"
+        )
+    value = float(metrics[name])
+    return value if math.isfinite(value) else None
+
+
+def run(cfg: DictConfig) -> float | None:
+    """Build the job described by `cfg` and run `cfg.stage`; see the module docstring."""
+    import lightning.pytorch as pl
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    cfg.run_name = job_run_name(cfg)
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    ckpt_path, resume_run_id = resume_from(cfg)
+
+    loggers: list[Any] = []
+    try:
+        log.info("data: %s", cfg.data.get("_target_"))
+        datamodule = hydra.utils.instantiate(cfg.data)
+        log.info("model: %s", cfg.model.get("_target_"))
+        model = hydra.utils.instantiate(cfg.model)
+
+        logger_kwargs = {"tags": run_tags(cfg)}
+        if resume_run_id:
+            logger_kwargs["run_id"] = resume_run_id
+        loggers = instantiate_group(cfg.get("logger"), **logger_kwargs)
+        callbacks = instantiate_group(cfg.get("callbacks"))
+        trainer: pl.Trainer = hydra.utils.instantiate(
+            cfg.trainer, logger=loggers or False, callbacks=callbacks
+        )
+        if rank_zero_only.rank == 0:
+            log_run_start(loggers, cfg, resumed=bool(resume_run_id))
+
+        stage = str(cfg.stage)
+        if stage == "fit":
+            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        else:
+            getattr(trainer, stage)(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        return metric_value(dict(trainer.callback_metrics), cfg.get("optimized_metric"))
+    except BaseException:
+        mark_failed(loggers)
+        raise
+
+
+def user_error_message(error: BaseException) -> str | None:
+    """One line for a user mistake (possibly wrapped by hydra.utils.instantiate), else None."""
+    from hydra.errors import InstantiationException
+
+    seen = error
+    while isinstance(seen, InstantiationException) and seen.__cause__ is not None:
+        seen = seen.__cause__
+    if isinstance(seen, USER_ERRORS):
+        text = seen.args[0] if isinstance(seen, KeyError) and seen.args else str(seen)
+        return f"{type(seen).__name__}: {text}"
+    return None
+
+
+@hydra.main(version_base="1.3", config_path=None, config_name=None)
+def main(cfg: DictConfig) -> float | None:
+    try:
+        return run(cfg)
+    except BaseException as error:
+        message = user_error_message(error)
+        multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+        if message is None or multirun:
+            raise
+        log.error("%s", message)
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)
