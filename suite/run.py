@@ -255,6 +255,8 @@ def run(cfg: DictConfig) -> float | None:
 
     cfg.run_name = job_run_name(cfg)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    if cfg.stage == "prepare":
+        return prepare(cfg)
     ckpt_path, resume_run_id = resume_from(cfg)
 
     loggers: list[Any] = []
@@ -284,6 +286,23 @@ def run(cfg: DictConfig) -> float | None:
     except BaseException:
         mark_failed(loggers)
         raise
+
+
+def prepare(cfg: DictConfig) -> None:
+    """`python -m suite prepare --config X.yaml`: build every artifact job X needs, then stop.
+
+    Artifacts are built by the `prepare_data` hooks of the job's DataModule and
+    LightningModule (the Lightning idiom for one-time, rank-0 work), so `fit` builds the
+    same artifacts when they are missing; this stage only runs those hooks.
+    """
+    datamodule = hydra.utils.instantiate(cfg.data)
+    model = hydra.utils.instantiate(cfg.model)
+    for part in (datamodule, model):
+        hook = getattr(part, "prepare_data", None)
+        if callable(hook):
+            hook()
+    log.info("prepare: every artifact of %s is built", cfg.name)
+    return None
 
 
 def user_error_message(error: BaseException) -> str | None:

@@ -28,7 +28,7 @@ def test_shim_rewrites_stage_and_config():
     assert "model.lr=0.5" in argv
 
 
-@pytest.mark.parametrize("stage", ["fit", "validate", "test", "predict"])
+@pytest.mark.parametrize("stage", ["fit", "validate", "test", "predict", "prepare"])
 def test_shim_accepts_every_stage(stage):
     assert to_hydra_argv([stage, f"--config={TOY}"])[-1] == f"stage={stage}"
 
