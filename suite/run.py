@@ -15,6 +15,7 @@ migrations of a fresh MLflow database from parallel jobs crash.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import math
 import os
@@ -35,6 +36,16 @@ log = logging.getLogger("suite")
 # resolves outside a running job (in Hydra callbacks, launchers and tests' compose calls).
 if not OmegaConf.has_resolver("cwd"):
     OmegaConf.register_new_resolver("cwd", lambda: os.getcwd())
+
+
+def python_attribute(dotted: str) -> Any:
+    """`${pyattr:suite.music.tokens.VOCAB_SIZE}`: a constant of the code, not a copy of it."""
+    module, _, name = dotted.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+if not OmegaConf.has_resolver("pyattr"):
+    OmegaConf.register_new_resolver("pyattr", python_attribute)
 
 USER_ERRORS = (ValueError, FileNotFoundError, KeyError)
 
@@ -255,6 +266,11 @@ def run(cfg: DictConfig) -> float | None:
 
     cfg.run_name = job_run_name(cfg)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    settings = mlflow_settings(cfg)
+    if settings is not None:
+        # Artifacts built on demand (lightning_modules.artifacts) log their training here too.
+        os.environ["SUITE_MLFLOW_URI"] = settings["tracking_uri"]
+        os.environ["SUITE_MLFLOW_EXPERIMENT"] = settings["experiment_name"]
     if cfg.stage == "prepare":
         return prepare(cfg)
     ckpt_path, resume_run_id = resume_from(cfg)
@@ -295,7 +311,7 @@ def prepare(cfg: DictConfig) -> None:
     LightningModule (the Lightning idiom for one-time, rank-0 work), so `fit` builds the
     same artifacts when they are missing; this stage only runs those hooks.
     """
-    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule = hydra.utils.instantiate(cfg.data) if cfg.get("data") is not None else None
     model = hydra.utils.instantiate(cfg.model)
     for part in (datamodule, model):
         hook = getattr(part, "prepare_data", None)

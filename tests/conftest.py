@@ -8,7 +8,9 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# One thread: the tiny test models gain nothing from two, and one avoids oversubscribing
+# the cores while CLI tests run jobs in subprocesses.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

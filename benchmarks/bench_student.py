@@ -1,0 +1,120 @@
+"""Benchmark of the student's training step and of its inference cost (issue 8).
+
+1. Per-step time breakdown of `DistillStudent.distill_step` + backward + AdamW step for the
+   tiny default (TokenLM `tiny`, embedder preset `tiny`, random init: the cost does not
+   depend on the weights) at B prompts x N generations on a fixed number of threads.
+2. Inference cost (paper section 2.1: CFG doubles the inference cost): generation time of
+   the student (plain sampling) vs the CFG teacher (gamma 3, cond + negative rows in one
+   batched forward with one KV cache), same batch and length, and their ratio.
+
+Usage: python benchmarks/bench_student.py [--threads 2] [--prompts 8] [--n 2] [--steps 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from lightning_modules.evaluation import generate
+from lightning_modules.student import DistillStudent
+from suite.models.lm import SIZES, TokenLM
+from suite.models.vit import AudioEmbedder, embedder_config
+from suite.music.tokens import SEQ_LEN, VOCAB_SIZE
+
+
+def build(tmp: Path, args) -> DistillStudent:
+    torch.manual_seed(0)
+    TokenLM(VOCAB_SIZE, SEQ_LEN, **SIZES["tiny"]).save(tmp / "lm.pt")
+    AudioEmbedder(embedder_config("tiny")).save(tmp / "emb.pt")
+    m = DistillStudent(
+        base_lm=str(tmp / "lm.pt"),
+        embedder=str(tmp / "emb.pt"),
+        n_generations=args.n,
+        beta=15.0,
+        beta_warmup_steps=0,
+    )
+    m.setup("fit")
+    return m
+
+
+def prompts(b: int, seed: int) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    cond = torch.nn.functional.normalize(torch.randn(b, 384, generator=g), dim=-1)
+    return {"prompt": ["p"] * b, "cond": cond}
+
+
+def bench_step(m: DistillStudent, args) -> dict[str, list[float]]:
+    opt = m.configure_optimizers()
+    rows: dict[str, list[float]] = {}
+    for step in range(args.steps + 1):  # step 0 warms up allocators and kernels
+        t0 = time.perf_counter()
+        loss, stats = m.distill_step(prompts(args.prompts, step))
+        t1 = time.perf_counter()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        t2 = time.perf_counter()
+        if step == 0:
+            continue
+        times = {k[5:]: v for k, v in stats.items() if k.startswith("time/")}
+        times["other (loss, logging)"] = (t1 - t0) - sum(times.values())
+        times["backward + AdamW"] = t2 - t1
+        times["total"] = t2 - t0
+        for k, v in times.items():
+            rows.setdefault(k, []).append(v)
+    return rows
+
+
+def bench_inference(m: DistillStudent, args) -> dict[str, float]:
+    cond = prompts(args.prompts, 99)["cond"]
+    out: dict[str, list[float]] = {"student (plain)": [], "teacher (CFG, gamma 3)": []}
+    for rep in range(args.steps + 1):
+        t0 = time.perf_counter()
+        generate(m.student, cond, args.n, temperature=0.99, allowed=m.allowed)
+        t1 = time.perf_counter()
+        generate(m.teacher, cond, args.n, temperature=0.99, gamma=3.0, neg_cond=m.neg_cond,
+                 allowed=m.allowed)  # fmt: skip
+        t2 = time.perf_counter()
+        if rep:
+            out["student (plain)"].append(t1 - t0)
+            out["teacher (CFG, gamma 3)"].append(t2 - t1)
+    return {k: statistics.median(v) for k, v in out.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--prompts", type=int, default=8)
+    parser.add_argument("--n", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=5)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        m = build(Path(tmp), args)
+    n_params = sum(p.numel() for p in m.student.parameters())
+    print(
+        f"tiny student: {n_params / 1e6:.2f} M parameters, L={SEQ_LEN}, V={VOCAB_SIZE}; "
+        f"{args.prompts} prompts x N={args.n}; {args.threads} threads; "
+        f"median (min-max) over {args.steps} steps after one warm-up"
+    )
+    rows = bench_step(m, args)
+    total = statistics.median(rows["total"])
+    print(f"\n{'phase':<24}{'median s':>10}{'min':>9}{'max':>9}{'share':>8}")
+    for k, v in rows.items():
+        med = statistics.median(v)
+        print(f"{k:<24}{med:>10.3f}{min(v):>9.3f}{max(v):>9.3f}{med / total:>8.0%}")
+    inf = bench_inference(m, args)
+    print(f"\n{'generation (' + str(args.prompts * args.n) + ' pieces)':<28}{'median s':>10}")
+    for k, v in inf.items():
+        print(f"{k:<28}{v:>10.3f}")
+    ratio = inf["teacher (CFG, gamma 3)"] / inf["student (plain)"]
+    print(f"{'CFG / student ratio':<28}{ratio:>10.2f}x")
+
+
+if __name__ == "__main__":
+    main()

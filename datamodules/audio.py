@@ -1,0 +1,351 @@
+"""Audio DataModules for the embedder, the MuLan-style scorer and the preference model.
+
+Paper appendix D.1 trains the diversity embedder E on fixed-length clips where positives are
+non-overlapping chunks of the same recording and negatives come from other recordings,
+augmented with noise, tempo and pitch shifts. Section 3.1's quality metrics (MuLan score,
+user preference) need (caption, audio) pairs and preference pairs. Here all audio is
+rendered ON THE FLY from music-world tokens (`suite.music.render.render`), after the batch
+reaches its device (`on_after_batch_transfer`), so rendering runs on the GPU when there is
+one and no audio cache is needed.
+
+Token-level augmentations (re-render rather than resample, so tempo and pitch move
+independently and the audio stays artefact-free):
+- pitch shift: `transpose_tokens` moves melody, bass, chords and the key header by k
+  semitones (notes leaving a track's range fold back by an octave);
+- tempo shift: `shift_tempo` moves the tempo header by +-1 bucket (the renderer plays each
+  bucket at its BPM, so the piece speeds up or slows down);
+- noise: white noise at a random SNR, added after rendering.
+
+Preference pairs (`make_flawed`): a clean piece (clean recording, every step "ok") against a
+flawed rendition of the SAME piece: a bad recording token, per-step performance flaws
+(early / late / dropout / detuned), and/or wrong notes (melody notes moved a semitone).
+
+Chunks (embedder): pieces render to `AUDIO_SAMPLES` (6 s); the two chunks of a piece are
+taken at random non-overlapping offsets when 2 clips fit, else at the start and the end of
+the piece (then they overlap by 2 * clip - S samples; the `paper` 4-s clip on 6-s pieces
+does this, the `tiny` 3-s clip does not).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from suite.music import attributes as A
+from suite.music import tokens as T
+
+Renderer = Callable[[torch.Tensor], torch.Tensor]
+
+
+# ---------------------------------------------------------------- token edits
+
+
+def _header_pos(name: str) -> int:
+    return A.ATTRIBUTE_NAMES.index(name)
+
+
+def transpose_tokens(tokens: torch.Tensor, semitones: torch.Tensor) -> torch.Tensor:
+    """Transpose `[B, L]` tokens by `[B]` semitones (melody, bass, chord roots, key)."""
+    out = tokens.clone()
+    k = semitones.to(tokens.device).long()[:, None]  # [B, 1]
+    for track, low, high in (
+        ("melody", T.MEL_LOW, T.MEL_HIGH),
+        ("bass_note", T.BASS_LOW, T.BASS_HIGH),
+    ):
+        pos = torch.as_tensor(T.track_positions(track), device=tokens.device)
+        start = T.TYPE_RANGES[track][0]
+        local = tokens[:, pos] - start  # [B, N_STEPS]
+        pitch = low + local - 2 + k
+        pitch = torch.where(pitch >= high, pitch - 12, pitch)  # fold back into the range
+        pitch = torch.where(pitch < low, pitch + 12, pitch)
+        is_note = (local >= 2) & (local < 2 + high - low)
+        out[:, pos] = torch.where(is_note, start + 2 + pitch - low, tokens[:, pos])
+    pos = torch.as_tensor(T.track_positions("chord"), device=tokens.device)
+    start = T.TYPE_RANGES["chord"][0]
+    code = tokens[:, pos] - start - 2
+    nq = len(T.CHORD_QUALITIES)
+    root, quality = code // nq, code % nq
+    moved = start + 2 + ((root + k) % 12) * nq + quality
+    out[:, pos] = torch.where((code >= 0) & (code < T.N_CHORDS), moved, tokens[:, pos])
+    kp, (ks, ke) = _header_pos("key"), T.TYPE_RANGES["key"]
+    key = tokens[:, kp] - ks
+    valid = (key >= 0) & (key < ke - ks)
+    out[:, kp] = torch.where(valid, ks + (key + k[:, 0]) % 12, tokens[:, kp])
+    return out
+
+
+def shift_tempo(tokens: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    """Move the tempo header of `[B, L]` tokens by `[B]` buckets (clamped to the range)."""
+    out = tokens.clone()
+    tp, (ts, te) = _header_pos("tempo"), T.TYPE_RANGES["tempo"]
+    tempo = tokens[:, tp] - ts
+    valid = (tempo >= 0) & (tempo < te - ts)
+    moved = ts + (tempo + delta.to(tokens.device).long()).clamp(0, te - ts - 1)
+    out[:, tp] = torch.where(valid, moved, tokens[:, tp])
+    return out
+
+
+def is_clean(tokens: torch.Tensor) -> torch.Tensor:
+    """`[B]` bool: clean recording header and every performance step "ok"."""
+    rec = tokens[:, _header_pos("recording")] - T.TYPE_RANGES["recording"][0]
+    perf = tokens[:, torch.as_tensor(T.track_positions("perf"))] - T.TYPE_RANGES["perf"][0]
+    return (rec == 0) & (perf == 0).all(dim=1)
+
+
+def make_flawed(tokens: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """A flawed rendition of each piece: >= 1 of {bad recording, performance flaws, wrong notes}.
+
+    Random draws use `generator` (CPU) so that a seed fixes the pairs.
+    """
+    b = tokens.shape[0]
+    out = tokens.clone().cpu()
+    kinds = torch.rand(b, 3, generator=generator) < torch.tensor([0.5, 0.5, 0.4])
+    none = ~kinds.any(dim=1)
+    kinds[none, torch.randint(0, 3, (int(none.sum()),), generator=generator)] = True
+    # 1. recording: noisy / distorted / lo-fi
+    rp, rs = _header_pos("recording"), T.TYPE_RANGES["recording"][0]
+    bad = rs + torch.randint(1, len(A.RECORDINGS), (b,), generator=generator)
+    out[:, rp] = torch.where(kinds[:, 0], bad, out[:, rp])
+    # 2. performance flaws at 20-40 % of the steps
+    pos = torch.as_tensor(T.track_positions("perf"))
+    rate = 0.2 + 0.2 * torch.rand(b, 1, generator=generator)
+    hit = (torch.rand(b, len(pos), generator=generator) < rate) & kinds[:, 1:2]
+    flaw = T.TYPE_RANGES["perf"][0] + torch.randint(
+        1, len(A.PERFORMANCE), (b, len(pos)), generator=generator
+    )
+    out[:, pos] = torch.where(hit, flaw, out[:, pos])
+    # 3. wrong notes: a third of melody onsets moved a semitone up or down
+    pos = torch.as_tensor(T.track_positions("melody"))
+    start = T.TYPE_RANGES["melody"][0]
+    local = out[:, pos] - start
+    onset = (local >= 2) & (local < 2 + T.MEL_HIGH - T.MEL_LOW)
+    pick = onset & (torch.rand(local.shape, generator=generator) < 0.35) & kinds[:, 2:3]
+    step = torch.where(torch.rand(local.shape, generator=generator) < 0.5, -1, 1)
+    moved = (local + step).clamp(2, 1 + T.MEL_HIGH - T.MEL_LOW)
+    out[:, pos] = torch.where(pick, start + moved, out[:, pos])
+    # A piece without melody onsets may come out unchanged: give it a bad recording.
+    same = (out == tokens.cpu()).all(dim=1)
+    out[same, rp] = bad[same]
+    return out.to(tokens.device)
+
+
+def add_noise(
+    audio: torch.Tensor, snr_db: torch.Tensor, generator: torch.Generator
+) -> torch.Tensor:
+    """White noise at `[B]` signal-to-noise ratios (dB), clipped back into [-1, 1]."""
+    power = audio.pow(2).mean(dim=1, keepdim=True).clamp_min(1e-8)  # [B, 1]
+    scale = (power / 10 ** (snr_db.to(audio.device)[:, None] / 10)).sqrt()
+    noise = torch.randn(audio.shape, generator=generator).to(audio.device)
+    return (audio + scale * noise).clamp(-1.0, 1.0)
+
+
+# ---------------------------------------------------------------- datasets
+
+
+class _Indexed(Dataset):
+    """Yields `{"tokens": [L], "index": int}` for a subset of the corpus."""
+
+    def __init__(self, tokens: torch.Tensor, indices: np.ndarray):
+        self.tokens, self.indices = tokens, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> dict:
+        j = int(self.indices[i])
+        return {"tokens": self.tokens[j], "index": j}
+
+
+def _load_default_corpus(n_pieces: int, seed: int, root: str | None):
+    """Tokens `[N, L]` and captions of the cached music-world corpus (`suite.music.corpus`)."""
+    from suite.music.corpus import build_corpus
+
+    corpus = build_corpus(seed=seed, n=n_pieces, root=root)
+    return torch.as_tensor(np.asarray(corpus.tokens, dtype=np.int64)), list(corpus.captions)
+
+
+class AudioDataModule(L.LightningDataModule):
+    """Rendered-audio batches for `task` in {"embedder", "scorer", "preference"}.
+
+    Batches (after `on_after_batch_transfer`, i.e. on the model's device):
+    - embedder, train: `{"audio": [2P, clip], "label": [2P]}` (two chunks per piece,
+      independently augmented); val: `{"audio_a": [P, clip], "audio_b": [P, clip],
+      "label": [P]}` without augmentation;
+    - scorer: `{"audio": [B, S], "cond": [B, 384], "caption": list[str], "index": [B]}`;
+    - preference: `{"win": [B, S], "lose": [B, S], "index": [B]}` (clean over flawed).
+
+    Data: pass `tokens` `[N, L]` (+ `captions` for the scorer), or leave them None to build
+    the music-world corpus (`n_pieces`, `corpus_seed`; cached under `<root>/artifacts/`).
+    The last `val_pieces` pieces of a seeded permutation are held out (at most 500, as in
+    the issue).
+    """
+
+    def __init__(
+        self,
+        task: str = "embedder",
+        tokens: torch.Tensor | None = None,
+        captions: Sequence[str] | None = None,
+        n_pieces: int = 4000,
+        corpus_seed: int = 0,
+        root: str | None = None,
+        val_pieces: int = 500,
+        batch_size: int = 32,
+        clip_seconds: float = 3.0,
+        augment: bool = True,
+        max_transpose: int = 2,
+        max_tempo_shift: int = 1,
+        snr_db: Sequence[float] = (10.0, 40.0),
+        seed: int = 0,
+        render: Renderer | None = None,
+        text_tower=None,
+    ):
+        super().__init__()
+        if task not in ("embedder", "scorer", "preference"):
+            raise ValueError(
+                f"AudioDataModule: task must be embedder/scorer/preference, got {task!r}"
+            )
+        if batch_size < 2:
+            raise ValueError(f"AudioDataModule: batch_size must be >= 2, got {batch_size}")
+        if not 0 < clip_seconds:
+            raise ValueError(f"AudioDataModule: clip_seconds must be > 0, got {clip_seconds}")
+        if len(snr_db) != 2 or snr_db[0] > snr_db[1]:
+            raise ValueError(f"AudioDataModule: snr_db must be (low, high), got {snr_db!r}")
+        self.task, self.batch_size, self.seed = task, batch_size, seed
+        self.n_pieces, self.corpus_seed, self.root = n_pieces, corpus_seed, root
+        self.val_pieces, self.clip_seconds, self.augment = val_pieces, clip_seconds, augment
+        self.max_transpose, self.max_tempo_shift = max_transpose, max_tempo_shift
+        self.snr_db = (float(snr_db[0]), float(snr_db[1]))
+        self._tokens = None if tokens is None else torch.as_tensor(tokens).long()
+        self._captions = None if captions is None else list(captions)
+        self._render = render
+        self._tower = text_tower
+        self._gen = torch.Generator().manual_seed(seed)
+        self.cond: torch.Tensor | None = None
+
+    # -------------------------------------------------------------- setup
+    @property
+    def render(self) -> Renderer:
+        if self._render is None:
+            from suite.music.render import render
+
+            self._render = render
+        return self._render
+
+    def setup(self, stage: str | None = None) -> None:
+        if self._tokens is None:
+            self._tokens, self._captions = _load_default_corpus(
+                self.n_pieces, self.corpus_seed, self.root
+            )
+        tokens = self._tokens
+        if tokens.dim() != 2 or tokens.shape[1] != T.SEQ_LEN:
+            raise ValueError(
+                f"AudioDataModule: tokens must be [N, {T.SEQ_LEN}], got {tuple(tokens.shape)}"
+            )
+        pool = np.arange(len(tokens))
+        if self.task == "preference":
+            pool = np.flatnonzero(is_clean(tokens).numpy())  # flawed pieces have no clean twin
+        if self.task == "scorer":
+            if self._captions is None or len(self._captions) != len(tokens):
+                raise ValueError("AudioDataModule: the scorer task needs one caption per piece")
+            if self.cond is None:
+                if self._tower is None:
+                    from suite.models.text_tower import default_tower
+
+                    self._tower = default_tower()
+                self.cond = self._tower.encode(self._captions).cpu()  # [N, 384]
+        n_val = min(self.val_pieces, 500, len(pool) // 5)
+        if len(pool) - n_val < 2 or n_val < 2:
+            raise ValueError(
+                f"AudioDataModule: only {len(pool)} usable pieces for task {self.task!r}"
+            )
+        perm = np.random.default_rng(self.seed).permutation(pool)
+        self.train_idx, self.val_idx = np.sort(perm[:-n_val]), np.sort(perm[-n_val:])
+
+    def _loader(self, idx: np.ndarray, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            _Indexed(self._tokens, idx),
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            drop_last=shuffle,  # triplet / InfoNCE batches need several pieces
+            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_idx, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_idx, shuffle=False)
+
+    # -------------------------------------------------------------- rendering
+    def _augment_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        b = tokens.shape[0]
+        k = torch.randint(-self.max_transpose, self.max_transpose + 1, (b,), generator=self._gen)
+        d = torch.randint(
+            -self.max_tempo_shift, self.max_tempo_shift + 1, (b,), generator=self._gen
+        )
+        return shift_tempo(transpose_tokens(tokens, k), d)
+
+    def _noise(self, audio: torch.Tensor) -> torch.Tensor:
+        lo, hi = self.snr_db
+        snr = lo + (hi - lo) * torch.rand(audio.shape[0], generator=self._gen)
+        return add_noise(audio, snr, self._gen)
+
+    def _chunks(self, audio: torch.Tensor, training: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Two chunks per piece -> `[B, clip]` each (see the module docstring)."""
+        b, s = audio.shape
+        clip = round(self.clip_seconds * 16000)
+        if clip > s:
+            raise ValueError(f"AudioDataModule: clip of {clip} samples > rendered {s} samples")
+        if 2 * clip <= s:
+            if training:
+                first = torch.randint(0, s - 2 * clip + 1, (b,), generator=self._gen)
+                second = (
+                    first
+                    + clip
+                    + (torch.rand(b, generator=self._gen) * (s - 2 * clip - first + 1)).long()
+                )
+            else:
+                first, second = torch.zeros(b, dtype=torch.long), torch.full((b,), s - clip)
+        else:
+            first, second = torch.zeros(b, dtype=torch.long), torch.full((b,), s - clip)
+        offs = torch.arange(clip)
+        a = audio.gather(1, (first[:, None] + offs).to(audio.device))
+        c = audio.gather(1, (second[:, None] + offs).to(audio.device))
+        return a, c
+
+    @torch.no_grad()
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        tokens, index = batch["tokens"], batch["index"]  # [B, L], [B]
+        training = self.trainer is not None and self.trainer.training
+        aug = self.augment and training
+        if self.task == "embedder":
+            if aug:  # each chunk of a piece gets its own tempo / pitch / noise draw
+                audio = self.render(self._augment_tokens(torch.cat([tokens, tokens])))
+                audio = self._noise(audio)
+                a, _ = self._chunks(audio[: len(tokens)], True)
+                _, c = self._chunks(audio[len(tokens) :], True)
+            else:
+                a, c = self._chunks(self.render(tokens), training)
+            if training:
+                return {"audio": torch.cat([a, c]), "label": torch.cat([index, index])}
+            return {"audio_a": a, "audio_b": c, "label": index}
+        if self.task == "scorer":
+            audio = self.render(tokens)
+            audio = self._noise(audio) if aug else audio
+            cond = self.cond[index.cpu()].to(tokens.device)
+            return {
+                "audio": audio,
+                "cond": cond,
+                "caption": [self._captions[i] for i in index.tolist()],
+                "index": index,
+            }
+        # Validation pairs are fixed: the same flaws for a batch in every epoch.
+        gen = (
+            self._gen if training else torch.Generator().manual_seed(self.seed + 1 + int(index[0]))
+        )
+        win, lose = self.render(tokens), self.render(make_flawed(tokens, gen))
+        return {"win": win, "lose": lose, "index": index}

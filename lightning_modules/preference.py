@@ -1,0 +1,64 @@
+"""Training job of the user-preference-style quality model (paper section 3.1).
+
+Bradley-Terry loss on (clean, flawed) renditions of the same piece from
+`datamodules.audio.AudioDataModule(task="preference")`. Validation: `val/pairwise_acc`, the
+share of held-out pairs where the clean rendition scores higher (ties count one half).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from lightning_modules.audio_common import AudioJob
+from suite.models.preference import PREFERENCE_PRESETS, PreferenceConfig, PreferenceModel
+from suite.models.retrieval import pairwise_accuracy
+
+
+class PreferenceJob(AudioJob):
+    """Args: `preset` ("tiny") or an explicit `model_config` dict; AdamW `lr`,
+    `weight_decay`; `warmup_steps`, `max_steps`."""
+
+    def __init__(
+        self,
+        preset: str = "tiny",
+        model_config: dict | None = None,
+        lr: float = 1e-3,
+        weight_decay: float = 0.05,
+        warmup_steps: int = 50,
+        max_steps: int = 2000,
+    ):
+        super().__init__()
+        self._check_optim(lr, weight_decay, warmup_steps, max_steps)
+        if model_config is None and preset not in PREFERENCE_PRESETS:
+            raise ValueError(
+                f"PreferenceJob: unknown preset {preset!r}; known: {sorted(PREFERENCE_PRESETS)}"
+            )
+        config = (
+            PreferenceConfig.from_dict(model_config)
+            if model_config is not None
+            else PREFERENCE_PRESETS[preset]
+        )
+        self.save_hyperparameters(ignore=["model_config"])
+        self.hparams["model_config"] = config.to_dict()
+        self.hparams["model_class"] = "PreferenceModel"
+        self.model = PreferenceModel(config)
+        self._val: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss = self._finite(self.model.loss(batch["win"], batch["lose"]), batch_idx)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["win"]))
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self._val = []
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._val.append((self.model(batch["win"]).cpu(), self.model(batch["lose"]).cpu()))
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val:
+            return
+        win = torch.cat([w for w, _ in self._val])
+        lose = torch.cat([l_ for _, l_ in self._val])
+        self.log("val/pairwise_acc", pairwise_accuracy(win, lose), prog_bar=True)
+        self.log("val/n_pairs", float(len(win)))

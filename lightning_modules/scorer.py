@@ -1,0 +1,85 @@
+"""Training job of the MuLan-style scorer (paper section 3.1, text adherence).
+
+Symmetric InfoNCE with a learned temperature on (caption, audio) pairs from
+`datamodules.audio.AudioDataModule(task="scorer")` (batches carry the frozen MiniLM caption
+embeddings as `cond`). Validation: text-to-audio retrieval on held-out pairs, `val/recall@1`
+and `val/recall@5`: each caption ranks every held-out clip by the score; a hit when a clip
+whose caption is the same string ranks in the top k (chance = k / n for distinct captions).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from lightning_modules.audio_common import AudioJob
+from suite.models.retrieval import recall_at_k
+from suite.models.scorer import SCORER_PRESETS, MuLanScorer, ScorerConfig
+
+
+class ScorerJob(AudioJob):
+    """Args: `preset` ("tiny") or an explicit `model_config` dict; AdamW `lr`,
+    `weight_decay`; `warmup_steps`, `max_steps`."""
+
+    def __init__(
+        self,
+        preset: str = "tiny",
+        model_config: dict | None = None,
+        lr: float = 1e-3,
+        weight_decay: float = 0.05,
+        warmup_steps: int = 50,
+        max_steps: int = 2000,
+    ):
+        super().__init__()
+        self._check_optim(lr, weight_decay, warmup_steps, max_steps)
+        if model_config is None and preset not in SCORER_PRESETS:
+            raise ValueError(
+                f"ScorerJob: unknown preset {preset!r}; known: {sorted(SCORER_PRESETS)}"
+            )
+        config = (
+            ScorerConfig.from_dict(model_config)
+            if model_config is not None
+            else SCORER_PRESETS[preset]
+        )
+        self.save_hyperparameters(ignore=["model_config"])
+        self.hparams["model_config"] = config.to_dict()
+        self.hparams["model_class"] = "MuLanScorer"
+        self.model = MuLanScorer(config)
+        self._val: list[tuple[torch.Tensor, torch.Tensor, list[str]]] = []
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss = self._finite(self.model.loss(batch["audio"], batch["cond"]), batch_idx)
+        bs = len(batch["audio"])
+        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        self.log("train/temperature", self.model.temperature, batch_size=bs)
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self._val = []
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        a = self.model.embed_audio(batch["audio"]).float().cpu()
+        t = self.model.embed_text(batch["cond"]).float().cpu()
+        self._val.append((a, t, list(batch["caption"])))
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val:
+            return
+        audio = torch.cat([a for a, _, _ in self._val])
+        text = torch.cat([t for _, t, _ in self._val])
+        captions = [c for _, _, cs in self._val for c in cs]
+        for key, value in evaluate_retrieval(text, audio, captions).items():
+            self.log(f"val/{key}", value, prog_bar=key.startswith("recall"))
+
+
+def evaluate_retrieval(text: torch.Tensor, audio: torch.Tensor, captions: list[str]) -> dict:
+    """Text-to-audio recall@1/5 (module docstring) and chance levels."""
+    ids = {c: i for i, c in enumerate(dict.fromkeys(captions))}
+    key = torch.tensor([ids[c] for c in captions])
+    correct = key[:, None] == key[None, :]  # [N, N]: clip j matches caption i
+    n = len(captions)
+    out = {"n_pairs": float(n)}
+    for k in (1, 5):
+        if k <= n:
+            out[f"recall@{k}"] = recall_at_k(text, audio, correct, k)
+            out[f"chance@{k}"] = correct.float().sum(1).mul(k).div(n).clamp(max=1).mean().item()
+    return out

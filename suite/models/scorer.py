@@ -1,0 +1,164 @@
+"""MuLan-style text-audio scorer: the suite's text-adherence metric (paper section 3.1).
+
+The paper measures text adherence with MuLan (Huang et al. 2022): a text tower and an audio
+tower trained contrastively on (caption, audio) pairs; the score of a generation is the
+cosine between its audio embedding and its prompt's text embedding. MuLan is not public, so
+the suite trains its own (DESIGN.md section 4):
+
+- text tower: the frozen MiniLM sentence embedding (`suite.models.text_tower`, 384-d) followed
+  by a trainable 2-layer projection to the joint space;
+- audio tower: the ViT encoder of `suite.models.vit` on the same log-mel front-end as the
+  embedder E, followed by a linear projection to the joint space;
+- both outputs L2-normalised; score = cosine in [-1, 1];
+- training: symmetric InfoNCE (CLIP's form, van den Oord et al. 2018) with a learned
+  temperature `tau = exp(-logit_scale)`, clamped to tau >= 0.01 as in CLIP:
+
+      L = 1/2 [ CE(softmax_j(s_ij / tau), targets_i) + CE(softmax_i(s_ij / tau), targets_j) ]
+
+  where s_ij = cos(audio_i, text_j). Identical captions inside a batch are not negatives of
+  each other: the target of row i is spread uniformly over every j whose caption embedding
+  equals caption i's (a plain one-hot target would push apart equal texts).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from suite.models.text_tower import COND_DIM
+from suite.models.vit import TINY_VIT, AudioEncoder, EncoderConfig, _from_dict, _positive_int
+
+MAX_LOGIT_SCALE = math.log(100.0)  # tau >= 0.01 (CLIP)
+
+
+@dataclass(frozen=True)
+class ScorerConfig:
+    encoder: EncoderConfig = field(default_factory=lambda: EncoderConfig(vit=TINY_VIT))
+    text_dim: int = COND_DIM
+    text_hidden: int = 256
+    joint_dim: int = 128
+    init_temperature: float = 0.07  # CLIP's initial tau
+
+    def __post_init__(self):
+        if not isinstance(self.encoder, EncoderConfig):
+            raise TypeError("ScorerConfig.encoder must be an EncoderConfig")
+        for key in ("text_dim", "text_hidden", "joint_dim"):
+            _positive_int("ScorerConfig", key, getattr(self, key))
+        if not 0.01 <= self.init_temperature <= 10:
+            raise ValueError(
+                f"ScorerConfig.init_temperature must be in [0.01, 10], got {self.init_temperature!r}"
+            )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ScorerConfig:
+        data = dict(data)
+        if "encoder" in data and not isinstance(data["encoder"], EncoderConfig):
+            data["encoder"] = EncoderConfig.from_dict(dict(data["encoder"]))
+        return _from_dict(cls, data)
+
+
+SCORER_PRESETS = {"tiny": ScorerConfig()}
+
+
+def info_nce(
+    audio: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor, text_key=None
+) -> torch.Tensor:
+    """Symmetric InfoNCE of unit-norm `audio [B, J]` vs `text [B, J]` (module docstring).
+
+    `text_key [B, K]` identifies captions (rows equal <=> same caption; default: `text`).
+    """
+    logits = logit_scale.exp() * audio @ text.T  # [B, B]
+    key = text if text_key is None else text_key
+    same = (key[:, None, :] == key[None, :, :]).all(-1).float()  # [B, B], diagonal = 1
+    a2t = -(same / same.sum(1, keepdim=True) * logits.log_softmax(dim=1)).sum(1).mean()
+    t2a = -(same / same.sum(0, keepdim=True) * logits.log_softmax(dim=0)).sum(0).mean()
+    return 0.5 * (a2t + t2a)
+
+
+class MuLanScorer(nn.Module):
+    """`score(audio [B, S], prompts) -> [B]` cosine text adherence."""
+
+    def __init__(self, config: ScorerConfig | None = None, text_tower=None):
+        super().__init__()
+        self.config = config or ScorerConfig()
+        c = self.config
+        self.audio_encoder = AudioEncoder(c.encoder)
+        self.audio_proj = nn.Linear(self.audio_encoder.width, c.joint_dim)
+        self.text_proj = nn.Sequential(
+            nn.Linear(c.text_dim, c.text_hidden), nn.GELU(), nn.Linear(c.text_hidden, c.joint_dim)
+        )
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / c.init_temperature)))
+        # The frozen tower is not a submodule: its weights stay out of our state_dict.
+        self._text_tower = text_tower
+
+    @property
+    def sample_rate(self) -> int:
+        return self.audio_encoder.sample_rate
+
+    @property
+    def temperature(self) -> float:
+        return float(self.clamped_logit_scale().detach().exp().reciprocal())
+
+    def clamped_logit_scale(self) -> torch.Tensor:
+        return self.logit_scale.clamp(max=MAX_LOGIT_SCALE)
+
+    def embed_audio(self, audio: torch.Tensor, sample_rate: int | None = None) -> torch.Tensor:
+        return F.normalize(self.audio_proj(self.audio_encoder(audio, sample_rate)), dim=-1)
+
+    def embed_text(self, text_emb: torch.Tensor) -> torch.Tensor:
+        if text_emb.dim() != 2 or text_emb.shape[1] != self.config.text_dim:
+            raise ValueError(
+                f"MuLanScorer: text embeddings must be [B, {self.config.text_dim}], "
+                f"got {tuple(text_emb.shape)}"
+            )
+        return F.normalize(self.text_proj(text_emb), dim=-1)
+
+    def loss(self, audio: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:
+        """InfoNCE on a batch of paired audio `[B, S]` and MiniLM caption embeddings `[B, 384]`."""
+        a, t = self.embed_audio(audio), self.embed_text(text_emb)
+        return info_nce(a, t, self.clamped_logit_scale(), text_key=text_emb)
+
+    def score_embeddings(
+        self, audio: torch.Tensor, text_emb: torch.Tensor, sample_rate: int | None = None
+    ) -> torch.Tensor:
+        """Cosine between audio `[B, S]` and MiniLM embeddings `[B, 384]` -> `[B]`."""
+        if (text_emb.abs().sum(-1) == 0).any():
+            raise ValueError("MuLanScorer: a text embedding is all zero (the null prompt)")
+        a, t = self.embed_audio(audio, sample_rate), self.embed_text(text_emb)
+        if len(a) != len(t):
+            raise ValueError(f"MuLanScorer: {len(a)} audio clips but {len(t)} text embeddings")
+        return (a * t).sum(-1)
+
+    def score(self, audio: torch.Tensor, prompts: list[str], sample_rate: int | None = None):
+        """Cosine text adherence of each clip to its prompt -> `[B]`."""
+        if isinstance(prompts, str):
+            raise TypeError("MuLanScorer.score: prompts must be a list of strings")
+        for i, p in enumerate(prompts):
+            if isinstance(p, str) and p.strip() == "":
+                raise ValueError(f"MuLanScorer.score: prompts[{i}] is empty (the null prompt)")
+        if self._text_tower is None:
+            from suite.models.text_tower import default_tower
+
+            self._text_tower = default_tower()
+        device = next(self.parameters()).device
+        return self.score_embeddings(
+            audio, self._text_tower.encode(prompts).to(device), sample_rate
+        )
+
+    @classmethod
+    def from_checkpoint(cls, path, config: ScorerConfig | None = None, map_location="cpu"):
+        from suite.models.audio_checkpoint import load_model
+
+        return load_model(cls, ScorerConfig, path, config, map_location)
+
+    def save(self, path) -> None:
+        from suite.models.audio_checkpoint import save_model
+
+        save_model(self, path)
