@@ -32,6 +32,7 @@ continues the EMA and `load_from_checkpoint` can rebuild the student without set
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -66,6 +67,8 @@ from suite.objectives import (
 )
 
 __all__ = ["DistillStudent", "resolve_artifact"]
+
+log = logging.getLogger(__name__)
 
 _KL_KINDS = ("reverse", "forward", "jsd")
 _REDUCTIONS = ("sum", "mean")
@@ -188,6 +191,8 @@ class DistillStudent(L.LightningModule):
         use_grammar_mask: mask every position to its token type, for teacher and student.
         base_lm_config: expected architecture of base_lm (TokenLM config keys); a checkpoint
             that differs is refused.
+        export_path: where `on_train_end` writes the fine-tuned TokenLM (for LERP and the
+            merged evaluator); None writes nothing.
     """
 
     def __init__(
@@ -217,6 +222,7 @@ class DistillStudent(L.LightningModule):
         eval_seed: int = 0,
         use_grammar_mask: bool = True,
         base_lm_config: dict | None = None,
+        export_path: str | None = None,
     ):
         super().__init__()
         specs = {}
@@ -275,6 +281,10 @@ class DistillStudent(L.LightningModule):
         if base_lm_config is not None and not isinstance(base_lm_config, Mapping):
             raise TypeError(
                 f"DistillStudent: base_lm_config must be a dict or None, got {base_lm_config!r}"
+            )
+        if export_path is not None and not (isinstance(export_path, str) and export_path):
+            raise TypeError(
+                f"DistillStudent: export_path must be a path or None, got {export_path!r}"
             )
         self.save_hyperparameters()
         self.hparams.update(specs)  # plain str / dict, whatever mapping type came in
@@ -405,6 +415,13 @@ class DistillStudent(L.LightningModule):
         return default_tower().encode([prompt])[0].float().cpu()
 
     # ------------------------------------------------------------------ checkpoints
+    def on_train_end(self) -> None:
+        """Export the fine-tuned weights (TokenLM file) for merging and evaluation (eq. 6)."""
+        path = self.hparams.get("export_path")
+        if path and self.student is not None and self.trainer.is_global_zero:
+            self.student.save(path)
+            log.info("exported the student to %s", path)
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint[_CKPT_KEY] = {
             "ema_baseline": self.ema_baseline,
