@@ -53,6 +53,8 @@ __all__ = [
     "embed_audio",
     "frozen",
     "generate",
+    "load_audio_judge",
+    "one_minus_mean",
     "oracle_scores",
     "policy_entropy",
     "render_audio",
@@ -204,11 +206,39 @@ def embed_audio(embedder: nn.Module, audio: torch.Tensor, batch_size: int = 64) 
     device = param.device if param is not None else flat.device
     with frozen(embedder):
         parts = [
-            embedder(flat[i : i + batch_size].to(device))
+            embedder(flat[i : i + batch_size].to(device)).float()
             for i in range(0, flat.shape[0], batch_size)
         ]
     emb = torch.cat(parts)  # [B, D]
     return emb.view(*lead, emb.shape[-1])
+
+
+def load_audio_judge(cls, path: str | Path, what: str, owner: str) -> nn.Module:
+    """Load a frozen audio model (embedder E, MuLan-style scorer, preference model) from
+    `path` with `cls.from_checkpoint`, refused if it does not read the renderer's rate."""
+    model = cls.from_checkpoint(path)
+    if model.sample_rate != SAMPLE_RATE:
+        raise ValueError(
+            f"{owner}: the {what} {path} expects {model.sample_rate} Hz audio but the "
+            f"renderer produces {SAMPLE_RATE} Hz"
+        )
+    return model.eval().requires_grad_(False)
+
+
+def one_minus_mean(embeddings: torch.Tensor) -> torch.Tensor:
+    """Appendix D.4's "1 - mean" of each prompt's cosine similarity matrix: `[P, N, D] -> [P]`.
+
+    The mean runs over the WHOLE N x N matrix, diagonal included, as table 1 does (its CFG
+    row, 0.32, is 7/8 of the 0.37 pairwise diversity of figure 2 at N = 8). It therefore
+    equals `(1 - 1/N) * pairwise diversity`, and depends on N: compare it at a fixed N.
+    """
+    if embeddings.dim() != 3 or embeddings.shape[1] < 2:
+        raise ValueError(
+            f"one_minus_mean: embeddings must be [P, N >= 2, D], got {tuple(embeddings.shape)}"
+        )
+    unit = torch.nn.functional.normalize(embeddings.double(), dim=-1)  # [P, N, D]
+    sims = unit @ unit.transpose(1, 2)  # [P, N, N]
+    return 1.0 - sims.mean(dim=(1, 2))  # [P]
 
 
 # --------------------------------------------------------------------------------------------

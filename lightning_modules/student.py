@@ -473,7 +473,15 @@ class DistillStudent(L.LightningModule):
         B, N, T = cond.shape[0], hp.n_generations, hp.temperature
         timer = _Timer(self.device)
         with timer("sampling"):
-            tokens, _ = generate(self.student, cond, N, temperature=T, allowed=self.allowed)
+            # Each rank and step draws its own stream: with the global RNG every DDP rank
+            # (seeded alike) would draw the same uniforms, correlating the samples of
+            # prompt i with the other prompts that make its leave-one-out baseline.
+            generator = torch.Generator(device=self.device).manual_seed(
+                hp.eval_seed * 1_000_003 + self.global_rank * 7_919 + self.global_step + 1
+            )
+            tokens, _ = generate(
+                self.student, cond, N, temperature=T, allowed=self.allowed, generator=generator
+            )
         flat = tokens.reshape(B * N, -1)  # [B*N, L]
         rows = cond.repeat_interleave(N, dim=0)  # [B*N, C], same order as `flat`
         with timer("teacher"):
@@ -482,7 +490,14 @@ class DistillStudent(L.LightningModule):
                 allowed=self.allowed,
             )  # [B*N, L, V]  # fmt: skip
         with timer("student"):
-            s_logits = masked(self.student(flat, rows), self.allowed)  # [B*N, L, V]
+            # Score in eval mode (gradients still flow): with dropout on, the log-probs and
+            # the KL would be those of a perturbed network, not of the policy that sampled.
+            was_training = self.student.training
+            self.student.eval()
+            try:
+                s_logits = masked(self.student(flat, rows), self.allowed)  # [B*N, L, V]
+            finally:
+                self.student.train(was_training)
             kl = token_kl(
                 s_logits, t_logits, temperature=T, kind=hp.kl_kind, jsd_beta=hp.jsd_beta,
                 reduce=hp.kl_reduce,

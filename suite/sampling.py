@@ -38,6 +38,8 @@ def mask_logits(logits: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
             f"mask_logits: logits [..., L, V] {tuple(logits.shape)} do not end with the "
             f"allowed mask's shape {tuple(allowed.shape)}"
         )
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()  # MASK_VALUE overflows half precision
     return logits.masked_fill(~allowed.to(logits.device), MASK_VALUE)
 
 

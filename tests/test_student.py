@@ -438,3 +438,58 @@ def test_module_moves_carry_the_frozen_models(ckpts):
         assert next(m._frozen[name].parameters()).dtype == torch.float64, name
     assert next(m.student.parameters()).dtype == torch.float64
     assert m.allowed.dtype == torch.bool
+
+
+# ------------------------------------------------------------ review follow-ups
+def test_step_scores_the_policy_that_sampled_even_with_dropout(ckpts, tmp_path, monkeypatch):
+    """The REINFORCE log-probs are those of the sampling policy (dropout off while scoring)."""
+    path = tmp_path / "lm_dropout.pt"
+    torch.manual_seed(1)
+    TokenLM(VOCAB_SIZE, SEQ_LEN, **{**TINY_LM, "dropout": 0.3}).save(path)
+    m = make(ckpts, base_lm=str(path), beta=5.0, temperature=0.8)
+    m.setup("fit")
+    m.train()
+    seen = {}
+    real_generate = student_mod.generate
+
+    def spy_generate(*args, **kw):
+        tokens, _ = real_generate(*args, **{**kw, "return_logits": True})
+        seen["tokens"], seen["logits"] = tokens, _
+        return tokens, _
+
+    monkeypatch.setattr(student_mod, "generate", spy_generate)
+    _, stats = m.distill_step(prompt_batch(2))
+    B, N, L = seen["tokens"].shape
+    ref = sequence_log_probs(
+        seen["logits"].reshape(B * N, L, -1), seen["tokens"].reshape(B * N, L), 0.8
+    )
+    assert stats["train/logprob"] == pytest.approx(float(ref.mean()), rel=1e-4)
+    assert m.student.training  # train mode restored after scoring
+
+
+def test_kl_and_log_probs_use_the_sampling_temperature(ckpts, monkeypatch):
+    seen = {}
+    real_kl, real_lp = student_mod.token_kl, student_mod.sequence_log_probs
+
+    def spy_kl(*args, **kw):
+        seen["kl_T"] = kw.get("temperature")
+        return real_kl(*args, **kw)
+
+    def spy_lp(logits, tokens, temperature):
+        seen["lp_T"] = temperature
+        return real_lp(logits, tokens, temperature)
+
+    monkeypatch.setattr(student_mod, "token_kl", spy_kl)
+    monkeypatch.setattr(student_mod, "sequence_log_probs", spy_lp)
+    m = ready(ckpts, beta=1.0, temperature=0.77)
+    m.distill_step(prompt_batch(2))
+    assert seen == {"kl_T": 0.77, "lp_T": 0.77}
+
+
+def test_beta_ramp_mid_way_weights_the_surrogate(ckpts, monkeypatch):
+    m = ready(ckpts, beta=10.0, beta_warmup_steps=1000)
+    monkeypatch.setattr(DistillStudent, "global_step", property(lambda self: 250))
+    loss, stats = m.distill_step(prompt_batch(3))
+    assert stats["train/beta_t"] == pytest.approx(2.5)
+    expected = stats["train/kl"] + 2.5 * stats["train/surrogate"]
+    assert float(loss.detach()) == pytest.approx(expected, rel=1e-5, abs=1e-6)

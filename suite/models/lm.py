@@ -309,6 +309,16 @@ class TokenLM(nn.Module):
         pre = torch.where(is_null[:, None, None], self.null_prefix.to(pre.dtype), pre)
         return pre + self.pos_emb[: self.n_prefix]
 
+    def _head(self, x: torch.Tensor) -> torch.Tensor:
+        """Output logits in float32 even under bf16/fp16 autocast.
+
+        CFG extrapolates (gamma * cond + (1 - gamma) * neg with gamma = 3), which multiplies
+        half-precision rounding; the sampler and the teacher-forced scorer must also agree
+        on the logits, or sampling is off-policy for the KL and REINFORCE terms.
+        """
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return F.linear(x.float(), self.head.weight.float())
+
     def forward(self, tokens: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """Teacher-forced logits [B, N, V] for tokens [B, N] (1 <= N <= seq_len).
 
@@ -335,7 +345,7 @@ class TokenLM(nn.Module):
         x = F.dropout(x, self.dropout, self.training)
         for block in self.blocks:
             x = block(x)
-        return self.head(self.ln_f(x[:, P - 1 :]))  # [B, N, V]
+        return self._head(self.ln_f(x[:, P - 1 :]))  # [B, N, V] float32
 
     # ------------------------------------------------------------------ incremental decoding
     def start(self, cond: torch.Tensor) -> tuple[KVCache, torch.Tensor]:
@@ -356,7 +366,7 @@ class TokenLM(nn.Module):
         x = self.prefix(cond)  # [B, P, D]
         for layer, block in enumerate(self.blocks):
             x = block(x, kv=kv[layer])
-        logits = self.head(self.ln_f(x[:, -1]))  # [B, V]
+        logits = self._head(self.ln_f(x[:, -1]))  # [B, V] float32
         return KVCache(kv=kv, length=self.n_prefix), logits
 
     def step(self, token: torch.Tensor, cache: KVCache) -> torch.Tensor:
@@ -393,7 +403,7 @@ class TokenLM(nn.Module):
             x = x + F.linear(h, blk.fc2.weight, blk.fc2.bias)
         cache.length = pos + 1
         x = F.layer_norm(x, (D,), self.ln_f.weight, self.ln_f.bias, self.ln_f.eps)
-        return F.linear(x, self.head.weight)  # [B, V]
+        return self._head(x)  # [B, V] float32
 
 
 def _read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
