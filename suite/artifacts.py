@@ -44,10 +44,13 @@ class StaleArtifactError(RuntimeError):
     """An artifact on disk was made by code of another version."""
 
 
-def project_root() -> Path:
-    """The checkout root (the folder holding pyproject.toml), else the working directory."""
-    here = Path(__file__).resolve().parent.parent
-    return here if (here / "pyproject.toml").is_file() else Path.cwd()
+def project_root(start: Path | None = None) -> Path:
+    """The nearest ancestor holding `pyproject.toml` (the checkout); the cwd as a fallback."""
+    here = (start or Path(__file__)).resolve()
+    for parent in [here, *here.parents]:
+        if (parent / "pyproject.toml").is_file():
+            return parent
+    return Path.cwd()
 
 
 def default_root() -> Path:

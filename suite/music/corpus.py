@@ -31,24 +31,16 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from suite.artifacts import default_root, project_root  # noqa: F401 (re-exported)
 from suite.music import captions, composer
 from suite.music import tokens as T
 
 WORLD_VERSION = "1"
 
 
-def project_root(start: Path | None = None) -> Path:
-    """The nearest ancestor holding `pyproject.toml`; the current directory as a fallback."""
-    here = (start or Path(__file__)).resolve()
-    for parent in [here, *here.parents]:
-        if (parent / "pyproject.toml").is_file():
-            return parent
-    return Path.cwd()
-
-
 def artifacts_dir(root: str | Path | None = None) -> Path:
     """`<root>/artifacts`, root defaulting to the project root."""
-    return Path(root) / "artifacts" if root is not None else project_root() / "artifacts"
+    return Path(root) / "artifacts" if root is not None else default_root()
 
 
 @dataclass
