@@ -109,6 +109,9 @@ class MusicCorpusDataModule(L.LightningDataModule):
         tower: an object with `encode(list[str]) -> [B, 384]` (default: the shared
             `suite.models.text_tower.default_tower`).
         progress: show progress bars while building.
+        eval_prompts: a prompt set name or file; when given, validation also yields prompt
+            batches (a second loader) for generation-based evaluation.
+        eval_batch_size: prompts per batch of that loader.
     """
 
     def __init__(
@@ -124,6 +127,8 @@ class MusicCorpusDataModule(L.LightningDataModule):
         text_cache_dir: str | None = None,
         tower=None,
         progress: bool = True,
+        eval_prompts: str | None = None,
+        eval_batch_size: int = 32,
     ):
         super().__init__()
         if not 0.0 <= cond_dropout < 1.0:
@@ -143,6 +148,16 @@ class MusicCorpusDataModule(L.LightningDataModule):
         self._tower = tower
         self.corpus: music_corpus.Corpus | None = None
         self.train_set = self.val_set = None
+        # Held-out prompts as a second validation loader, for generation-based evals
+        # (the oracle judge on the base model's samples); None: corpus CE only.
+        self.prompts = None
+        if eval_prompts is not None:
+            from datamodules.prompts import PromptDataModule
+
+            self.prompts = PromptDataModule(
+                eval_prompts=eval_prompts, batch_size=eval_batch_size, root=root,
+                text_cache_dir=text_cache_dir, tower=tower,
+            )  # fmt: skip
 
     @property
     def tower(self):
@@ -193,11 +208,15 @@ class MusicCorpusDataModule(L.LightningDataModule):
             collate_fn=_DropoutCollate(self.cond_dropout, self.seed + 1),
         )
 
-    def val_dataloader(self) -> DataLoader:
-        return DataLoader(
+    def val_dataloader(self) -> DataLoader | list[DataLoader]:
+        corpus_val = DataLoader(
             self.val_set,
             batch_size=self.batch_size,
             shuffle=False,
             num_workers=self.num_workers,
             collate_fn=_DropoutCollate(0.0, 0),
         )
+        if self.prompts is None:
+            return corpus_val
+        self.prompts.setup("validate")
+        return [corpus_val, self.prompts.val_dataloader()]

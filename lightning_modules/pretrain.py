@@ -62,6 +62,21 @@ def token_hamming_diversity(tokens: torch.Tensor) -> torch.Tensor:
     return dist.sum(dim=(1, 2)) / (N * (N - 1))
 
 
+def oracle_judge(tokens: torch.Tensor, prompts: list) -> dict:
+    """The oracle judge as a `judge` for generation evals: mean quality and adherence.
+
+    tokens [B, L] with one prompt per row; adherence averages only over prompts in which the
+    oracle recognises an attribute (see `lightning_modules.evaluation.oracle_scores`).
+    """
+    from lightning_modules.evaluation import oracle_scores
+
+    scores = oracle_scores(tokens[:, None, :], list(prompts))  # [B, 1] each
+    return {
+        "oracle_quality": float(scores["quality"].mean()),
+        "oracle_adherence": float(torch.nanmean(scores["adherence"])),
+    }
+
+
 def _check(name: str, value, ok: bool, expected: str) -> None:
     if not ok:
         raise ValueError(f"PretrainLM: {name} must be {expected}, got {value!r}")
@@ -77,7 +92,8 @@ class PretrainLM(L.LightningModule):
     negative condition eval_neg_cond ([C] embedding of e.g. "Bad audio quality."; default the
     null condition, i.e. unconditional CFG), the grammar mask `allowed` [L, V], and `judge`.
     judge / eval_neg_cond / allowed are objects, not hyperparameters: pass them again to
-    `load_from_checkpoint` if needed.
+    `load_from_checkpoint` if needed. From a config, pass eval_negative_prompt (text, encoded
+    in setup) and use_grammar_mask instead, and `oracle_judge` as the judge.
     """
 
     def __init__(
@@ -106,6 +122,8 @@ class PretrainLM(L.LightningModule):
         judge: Judge | None = None,
         eval_neg_cond: torch.Tensor | None = None,
         allowed: torch.Tensor | None = None,
+        eval_negative_prompt: str | None = None,
+        use_grammar_mask: bool = False,
     ):
         super().__init__()
         betas = tuple(float(b) for b in betas)
@@ -153,7 +171,20 @@ class PretrainLM(L.LightningModule):
         # Non-persistent: they follow the module's device but stay out of the state dict, so
         # checkpoints hold exactly the TokenLM's weights.
         self.register_buffer("eval_neg_cond", neg.float(), persistent=False)
+        if allowed is None and use_grammar_mask:
+            from suite.music.tokens import allowed_mask
+
+            allowed = allowed_mask()
         self.register_buffer("allowed", allowed, persistent=False)
+
+    def setup(self, stage: str | None = None) -> None:
+        # A negative prompt given as text is encoded once here (not in __init__, which
+        # must stay cheap); an explicit eval_neg_cond tensor wins.
+        prompt = self.hparams.get("eval_negative_prompt")
+        if prompt and not self.eval_neg_cond.any():
+            from suite.models.text_tower import default_tower
+
+            self.eval_neg_cond = default_tower().encode([prompt])[0].float().to(self.device)
 
     # ------------------------------------------------------------------ training
     def forward(self, tokens: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
