@@ -265,6 +265,11 @@ def run(cfg: DictConfig) -> float | None:
     from lightning.fabric.utilities.rank_zero import rank_zero_only
 
     cfg.run_name = job_run_name(cfg)
+    if cfg.get("torch_threads"):
+        # Parallel CPU jobs (joblib sweeps) must not oversubscribe the cores.
+        import torch
+
+        torch.set_num_threads(int(cfg.torch_threads))
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     settings = mlflow_settings(cfg)
     if settings is not None:
