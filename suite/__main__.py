@@ -92,7 +92,6 @@ def to_hydra_argv(argv: list[str]) -> list[str]:
             config = arg.split("=", 1)[1]
             i += 1
             continue
-        # Everything else (-m, --cfg job, --info, overrides) keeps its order for Hydra.
         passthrough.append(arg)
         i += 1
 
@@ -107,7 +106,39 @@ def to_hydra_argv(argv: list[str]) -> list[str]:
 
     flags = ["--config-path", str(path.parent), "--config-name", path.stem]
     flags += ["--config-dir", str(conf_dir())]
-    return flags + passthrough + [f"stage={stage}"]
+    options, overrides = split_options(passthrough)
+    return flags + options + overrides + [f"stage={stage}"]
+
+
+# Hydra's flags that take a value (`--info` only optionally, from a fixed list).
+_VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "--experimental-rerun"}
+_INFO_CHOICES = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
+
+
+def split_options(args: list[str]) -> tuple[list[str], list[str]]:
+    """Hydra's flags (with their values) apart from the overrides, each in its order.
+
+    argparse reads the overrides as one positional list, which a flag in the middle
+    would cut in two (`a=1 --cfg job b=2` is refused), so flags go first.
+    """
+    options: list[str] = []
+    overrides: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        nxt = args[i + 1] if i + 1 < len(args) else None
+        if not arg.startswith("-"):
+            overrides.append(arg)
+        elif nxt is not None and (
+            (arg in _VALUE_FLAGS and not nxt.startswith("-"))
+            or (arg in ("--info", "-i") and nxt in _INFO_CHOICES)
+        ):
+            options += [arg, nxt]
+            i += 1
+        else:
+            options.append(arg)
+        i += 1
+    return options, overrides
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -33,10 +33,13 @@ def test_shim_accepts_every_stage(stage):
     assert to_hydra_argv([stage, f"--config={TOY}"])[-1] == f"stage={stage}"
 
 
-def test_shim_keeps_hydra_flags_in_order():
-    argv = to_hydra_argv(["fit", "--config", str(TOY), "-m", "seed=0,1", "--cfg", "job"])
-    rest = argv[6:]
-    assert rest == ["-m", "seed=0,1", "--cfg", "job", "stage=fit"]
+def test_shim_puts_hydra_flags_before_overrides():
+    argv = to_hydra_argv(
+        ["test", "--config", str(TOY), "a=1", "-m", "seed=0,1", "--cfg", "job", "--info", "b=2"]
+    )
+    assert argv[6:] == ["-m", "--cfg", "job", "--info", "a=1", "seed=0,1", "b=2", "stage=test"]
+    argv = to_hydra_argv(["fit", "--config", str(TOY), "--info", "searchpath", "x=1"])
+    assert argv[6:] == ["--info", "searchpath", "x=1", "stage=fit"]
 
 
 def test_relative_config_is_resolved(tmp_path, monkeypatch):
@@ -143,7 +146,8 @@ def test_user_error_inside_the_job_is_one_line_and_run_never_created(tmp_path):
 
 
 def test_cfg_job_prints_the_composed_config(tmp_path):
-    proc = suite(tmp_path, "fit", "--config", str(TOY), "--cfg", "job", "seed=3")
+    proc = suite(tmp_path, "fit", "--config", str(TOY), "seed=3", "--cfg", "job", "model.lr=0.2")
+    assert "lr: 0.2" in proc.stdout
     assert "name: toy" in proc.stdout and "seed: 3" in proc.stdout and "stage: fit" in proc.stdout
     assert not (tmp_path / "mlflow.db").exists()
 
