@@ -31,7 +31,7 @@ STAGES = ("fit", "validate", "test", "predict", "prepare")
 
 USAGE = (
     "usage: python -m suite {fit,validate,test,predict,prepare} --config FILE.yaml [-m] "
-    "[hydra overrides ...]"
+    "[hydra overrides ...]  |  python -m suite report --experiment NAME [--out DIR]"
 )
 
 
@@ -143,6 +143,11 @@ def split_options(args: list[str]) -> tuple[list[str], list[str]]:
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "report":
+        # Not a Hydra job: the Pareto report reads finished runs from MLflow.
+        from suite.report import main as report_main
+
+        sys.exit(report_main(argv[1:]))
     if not is_hydra_form(argv):
         try:
             argv = to_hydra_argv(argv)

@@ -221,3 +221,10 @@ def test_failing_job_ends_failed_and_other_sweep_jobs_finish(tmp_path):
     _, found = runs(tmp_path)
     status = {r.data.params["model.fail_at_step"]: r.info.status for r in found}
     assert status == {"2": "FAILED", "None": "FINISHED"}
+
+
+def test_report_command_reaches_the_report(tmp_path):
+    proc = suite(tmp_path, "report", "--experiment", "nothing-here", check=False)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "docs").exists()
