@@ -252,9 +252,9 @@ def metric_value(metrics: dict[str, Any], name: str | None) -> float | None:
     if not name:
         return None
     if name not in metrics:
-        raise KeyError(
-            f"optimized_metric {name!r} was not logged; logged metrics: {sorted(metrics)}"
-        )
+        # A finished job stays FINISHED; only a sweeper that optimises gets nothing back.
+        log.warning("optimized_metric %r was not logged; logged: %s", name, sorted(metrics))
+        return None
     value = float(metrics[name])
     return value if math.isfinite(value) else None
 
