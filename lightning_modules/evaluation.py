@@ -276,6 +276,35 @@ def oracle_scores(tokens: torch.Tensor, prompts: Sequence[str]) -> dict[str, tor
 # --------------------------------------------------------------------------------------------
 
 
+class FrozenModels:
+    """Mixin for LightningModules that hold frozen models outside their module tree.
+
+    The CFG teacher, the embedder and the scorers must stay out of the optimizer, the
+    checkpoint and DDP's gradient sync, so they are kept in `self._frozen` rather than as
+    submodules; device and dtype moves of the module still carry them along.
+    """
+
+    _frozen: dict[str, nn.Module]
+
+    def _need(self, name: str) -> nn.Module:
+        if name not in self._frozen:
+            raise RuntimeError(
+                f"{type(self).__name__}: the {name} is not loaded; call setup() (the Trainer "
+                f"does) first"
+            )
+        return self._frozen[name]
+
+    def _freeze(self, name: str, module: nn.Module) -> None:
+        module.eval().requires_grad_(False)
+        self._frozen[name] = module.to(self.device)
+
+    def _apply(self, fn, *args, **kwargs):
+        super()._apply(fn, *args, **kwargs)
+        for module in self._frozen.values():
+            module._apply(fn, *args, **kwargs)
+        return self
+
+
 class MeanValue(MeanOfValues):
     """Streaming mean of given per-item values (NaN items are skipped); DDP-safe states."""
 

@@ -69,6 +69,7 @@ from tqdm.auto import tqdm
 from lightning_modules.artifacts import _plain, resolve
 from lightning_modules.evaluation import (
     EvalMetrics,
+    FrozenModels,
     MeanValue,
     embed_audio,
     frozen,
@@ -296,7 +297,7 @@ def _encode_prompt(prompt: str) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------
 
 
-class MergedEvaluator(L.LightningModule):
+class MergedEvaluator(FrozenModels, L.LightningModule):
     """Evaluate a (merged) policy on the held-out eval prompts; see the module docstring.
 
     Args:
@@ -456,22 +457,6 @@ class MergedEvaluator(L.LightningModule):
     def policy(self) -> TokenLM:
         """The evaluated (merged) model."""
         return self._need("policy")
-
-    def _need(self, name: str) -> nn.Module:
-        if name not in self._frozen:
-            raise RuntimeError(f"{_OWNER}: the {name} is not loaded; call setup() first")
-        return self._frozen[name]
-
-    def _freeze(self, name: str, module: nn.Module) -> None:
-        module.eval().requires_grad_(False)
-        self._frozen[name] = module.to(self.device)
-
-    def _apply(self, fn, *args, **kwargs):
-        # Device / dtype moves also move the frozen models kept outside the module tree.
-        super()._apply(fn, *args, **kwargs)
-        for module in self._frozen.values():
-            module._apply(fn, *args, **kwargs)
-        return self
 
     def run_params(self) -> dict[str, str]:
         """The flat params every evaluated run carries (MLflow compare view)."""

@@ -45,6 +45,7 @@ from torch import nn
 
 from lightning_modules.evaluation import (
     EvalMetrics,
+    FrozenModels,
     embed_audio,
     generate,
     kl_to_teacher,
@@ -135,6 +136,21 @@ def _world_reduce() -> Callable[[torch.Tensor], torch.Tensor] | None:
     return None
 
 
+def _all_ranks_finite(*tensors: torch.Tensor) -> bool:
+    """True when every tensor is finite on every DDP rank (a collective under DDP).
+
+    A rank that raised alone would leave the others waiting in the next all-reduce (the
+    baseline's or the gradients') until the process-group timeout; agreeing first makes
+    all ranks stop together with the same message.
+    """
+    ok = all(bool(torch.isfinite(t).all()) for t in tensors)
+    flag = torch.tensor([1.0 if ok else 0.0], device=tensors[0].device)
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item() == 1.0)
+
+
 class _Timer:
     """Wall-clock seconds per phase; synchronises CUDA so GPU work is charged to its phase."""
 
@@ -162,7 +178,7 @@ class _Timer:
         return _Phase()
 
 
-class DistillStudent(L.LightningModule):
+class DistillStudent(FrozenModels, L.LightningModule):
     """Diversity-rewarded CFG distillation of eq. (5) on prompt batches `{"prompt", "cond", ...}`.
 
     Args:
@@ -312,25 +328,6 @@ class DistillStudent(L.LightningModule):
     @property
     def reward_embedder(self) -> nn.Module:
         return self._need("embedder")
-
-    def _need(self, name: str) -> nn.Module:
-        if name not in self._frozen:
-            raise RuntimeError(
-                f"DistillStudent: the {name} is not loaded; call setup() (the Trainer does) first"
-            )
-        return self._frozen[name]
-
-    def _freeze(self, name: str, module: nn.Module) -> None:
-        module.eval().requires_grad_(False)
-        self._frozen[name] = module.to(self.device)
-
-    def _apply(self, fn, *args, **kwargs):
-        # Device / dtype moves of the module also move the frozen models it holds outside
-        # its tree (see the module docstring).
-        super()._apply(fn, *args, **kwargs)
-        for module in self._frozen.values():
-            module._apply(fn, *args, **kwargs)
-        return self
 
     # ------------------------------------------------------------------ data and setup
     def prepare_data(self) -> None:
@@ -510,6 +507,11 @@ class DistillStudent(L.LightningModule):
                 audio = render_audio(tokens)  # [B, N, S]
             with timer("embed"):
                 emb = embed_audio(self.reward_embedder, audio)  # [B, N, D]
+            if not _all_ranks_finite(emb):
+                raise FloatingPointError(
+                    f"DistillStudent: non-finite reward embeddings at global step "
+                    f"{self.global_step} (on this or another rank); stopping before backward"
+                )
             rewards = diversity_rewards(emb)  # [B, N]
             surrogate, info = self.diversity_surrogate(logprobs, rewards)
             stats.update(
@@ -523,10 +525,10 @@ class DistillStudent(L.LightningModule):
             surrogate = torch.zeros((), device=kl_loss.device, dtype=kl_loss.dtype)
         beta_t = beta_schedule(int(self.global_step), float(hp.beta), int(hp.beta_warmup_steps))
         loss = joint_loss(kl_loss, surrogate.to(kl_loss.dtype), beta_t)
-        if not bool(torch.isfinite(loss)):
+        if not _all_ranks_finite(loss):
             raise FloatingPointError(
-                f"DistillStudent: non-finite loss {float(loss.detach())} at global step "
-                f"{self.global_step} (kl={float(kl_loss.detach())}, "
+                f"DistillStudent: non-finite loss at global step {self.global_step} on this "
+                f"or another rank (here: loss={float(loss.detach())}, kl={float(kl_loss.detach())}, "
                 f"surrogate={float(surrogate.detach())}, beta_t={beta_t}); stopping "
                 f"before backward so no poisoned weights are saved. Lower lr or beta."
             )
