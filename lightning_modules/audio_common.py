@@ -30,6 +30,19 @@ class AudioJob(L.LightningModule):
                 f"{name}: need warmup_steps >= 0 and max_steps >= 1, got {warmup_steps}, {max_steps}"
             )
 
+    def _model_from(self, model_cls, config_cls, presets: dict, preset: str, model_config):
+        """The plain model from a named preset or an explicit config dict (which wins); records
+        its config as the hyper-parameter `model_config` so `from_checkpoint` can rebuild it.
+        Call after `save_hyperparameters(ignore=["model_config"])`."""
+        if model_config is None and preset not in presets:
+            raise ValueError(
+                f"{type(self).__name__}: unknown preset {preset!r}; known: {sorted(presets)}"
+            )
+        config = config_cls.from_dict(model_config) if model_config is not None else presets[preset]
+        self.hparams["model_config"] = config.to_dict()
+        self.hparams["model_class"] = model_cls.__name__
+        return model_cls(config)
+
     def _finite(self, loss: torch.Tensor, batch_idx: int) -> torch.Tensor:
         if not torch.isfinite(loss):
             raise FloatingPointError(

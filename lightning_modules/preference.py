@@ -29,19 +29,10 @@ class PreferenceJob(AudioJob):
     ):
         super().__init__()
         self._check_optim(lr, weight_decay, warmup_steps, max_steps)
-        if model_config is None and preset not in PREFERENCE_PRESETS:
-            raise ValueError(
-                f"PreferenceJob: unknown preset {preset!r}; known: {sorted(PREFERENCE_PRESETS)}"
-            )
-        config = (
-            PreferenceConfig.from_dict(model_config)
-            if model_config is not None
-            else PREFERENCE_PRESETS[preset]
-        )
         self.save_hyperparameters(ignore=["model_config"])
-        self.hparams["model_config"] = config.to_dict()
-        self.hparams["model_class"] = "PreferenceModel"
-        self.model = PreferenceModel(config)
+        self.model = self._model_from(
+            PreferenceModel, PreferenceConfig, PREFERENCE_PRESETS, preset, model_config
+        )
         self._val: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:

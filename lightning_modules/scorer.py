@@ -31,19 +31,10 @@ class ScorerJob(AudioJob):
     ):
         super().__init__()
         self._check_optim(lr, weight_decay, warmup_steps, max_steps)
-        if model_config is None and preset not in SCORER_PRESETS:
-            raise ValueError(
-                f"ScorerJob: unknown preset {preset!r}; known: {sorted(SCORER_PRESETS)}"
-            )
-        config = (
-            ScorerConfig.from_dict(model_config)
-            if model_config is not None
-            else SCORER_PRESETS[preset]
-        )
         self.save_hyperparameters(ignore=["model_config"])
-        self.hparams["model_config"] = config.to_dict()
-        self.hparams["model_class"] = "MuLanScorer"
-        self.model = MuLanScorer(config)
+        self.model = self._model_from(
+            MuLanScorer, ScorerConfig, SCORER_PRESETS, preset, model_config
+        )
         self._val: list[tuple[torch.Tensor, torch.Tensor, list[str]]] = []
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
