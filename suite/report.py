@@ -52,6 +52,7 @@ import numpy as np
 QUALITY = "eval/quality"
 DIVERSITY = "eval/diversity"
 FRONT_PARAMS = ("lambda", "gamma", "temperature")  # what may vary along a front
+SIDE_BY_SIDE = "side-by-side"  # the `front` of conf/eval_sbs.yaml runs: tables 2-3, not a curve
 _FINISHED = "FINISHED"
 
 
@@ -234,6 +235,8 @@ def fronts(runs: Sequence[RunPoint]) -> list[Front]:
             continue
         if not (run.target.endswith("MergedEvaluator") or "front" in run.params):
             continue
+        if run.params.get("front") == SIDE_BY_SIDE:
+            continue
         name = run.params.get("front") or run.tags.get("sweep") or "other"
         groups.setdefault(name, []).append(run)
     out = []
@@ -293,22 +296,36 @@ def vendi_table(runs: Sequence[RunPoint]) -> Table:
         [r.name, r.params.get("front", ""), r.metrics["eval/vendi"],
          r.metrics.get("eval/one_minus_mean"), r.metrics.get("eval/n_vendi_generations")]
         for r in runs if "eval/vendi" in r.metrics and not r.target.endswith("DistillStudent")
+        and r.params.get("front") != SIDE_BY_SIDE
     ]  # fmt: skip
     rows.sort(key=lambda row: -row[2])
     return Table("Table 1: Vendi score and 1 - mean (appendix D.4)",
                  ["model", "front", "vendi", "one_minus_mean", "generations"], rows)  # fmt: skip
 
 
+def _model_a(run: RunPoint) -> str:
+    """A side-by-side run's model A by its name in the pair (e.g. beta15), else the run name."""
+    name = run.params.get("model_a")
+    if run.params.get("front") == SIDE_BY_SIDE and name:
+        return run.params.get(f"models.{name}.name", name)
+    return run.name
+
+
 def winrate_table(runs: Sequence[RunPoint], kind: str, number: int) -> Table:
-    """Tables 2 / 3 (appendix E): side-by-side results of each run against its baseline."""
+    """Tables 2 / 3 (appendix E): side-by-side results of each run against its baseline.
+
+    When the experiment holds side-by-side runs (sweeps/sbs.yaml: the paper's ten pairs),
+    the tables hold those pairs only; otherwise every evaluated run against its baseline.
+    """
     key = f"eval/winrate_{kind}"
     rows = []
-    for r in runs:
+    sbs = [r for r in runs if r.params.get("front") == SIDE_BY_SIDE]
+    for r in sbs or runs:
         if key not in r.metrics:
             continue
         m = r.metrics
         rows.append([
-            r.name, r.params.get("baseline", r.params.get("model.baseline.name", "")),
+            _model_a(r), r.params.get("baseline", r.params.get("model.baseline.name", "")),
             int(m.get(f"{key}_wins", 0)), int(m.get(f"{key}_losses", 0)),
             int(m.get(f"{key}_ties", 0)), m[key], m.get(f"{key}_p_ttest"),
             m.get(f"{key}_p_wilcoxon"), m.get(f"{key}_p_sign"),

@@ -245,3 +245,35 @@ def test_module_runs_as_a_command(store, tmp_path):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "quality_diversity.png" in proc.stdout
+
+
+def test_side_by_side_runs_become_tables_2_and_3_and_no_front(tmp_path):
+    """sweeps/sbs.yaml runs (front=side-by-side) fill tables 2-3 by model name and are
+    neither a front nor rows of table 1."""
+    import mlflow
+
+    uri = _store(tmp_path)
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("cfg-distill").experiment_id
+    pairs = [("base", "cfg", "cfg3", 20, 60, 16), ("beta15", "lerp", "lerp(0,15)", 30, 30, 36)]
+    for a, b, b_name, wins, losses, ties in pairs:
+        r = client.create_run(exp, run_name=f"sbs-pair={a}_{b}", tags={"sweep": "sbs"})
+        params = {"model._target_": EVALUATOR, "front": "side-by-side", "model_a": a,
+                  "model_b": b, f"models.{a}.name": a, "baseline": b_name, "gamma": 1.0,
+                  "lambda": "None"}  # fmt: skip
+        for k, v in params.items():
+            client.log_param(r.info.run_id, k, v)
+        for k, v in {"eval/quality": 9.0, "eval/diversity": 0.9, "eval/vendi": 9.0,
+                     "eval/winrate_quality": (wins + ties / 2) / (wins + losses + ties),
+                     "eval/winrate_quality_wins": wins, "eval/winrate_quality_losses": losses,
+                     "eval/winrate_quality_ties": ties}.items():  # fmt: skip
+            client.log_metric(r.info.run_id, k, v)
+        client.set_terminated(r.info.run_id, "FINISHED")
+    out = tmp_path / "sbs"
+    build_report(uri, "cfg-distill", out, reference=(0.2, 1.0), log_to_mlflow=False)
+    rows = _read_csv(out / "table2_winrate_quality.csv")
+    assert [(r["model_a"], r["model_b"]) for r in rows] == [("base", "cfg3"),
+                                                            ("beta15", "lerp(0,15)")]  # fmt: skip
+    assert float(rows[0]["win_rate_a"]) == pytest.approx((20 + 8) / 96)
+    assert "side-by-side" not in {r["front"] for r in _read_csv(out / "hypervolume.csv")}
+    assert all(not r["model"].startswith("sbs") for r in _read_csv(out / "table1_vendi.csv"))
