@@ -192,6 +192,10 @@ class DistillStudent(FrozenModels, L.LightningModule):
         n_generations: N generations per prompt per step (paper: 2); >= 2 when beta > 0.
         beta: diversity weight of eq. (5), >= 0 (paper: 0, 5, 10, 15).
         beta_warmup_steps: steps of the linear ramp of beta (paper: 1000).
+        beta_scale: the objective weighs the surrogate by `beta_scale * beta(t)`, so that the
+            configs keep the paper's beta labels (0, 5, 10, 15) while the scale maps them onto
+            this model's KL and reward magnitudes (paper: 1; the tiny music world: see
+            conf/beta15.yaml, calibrated so that beta 15 reaches the base model's diversity).
         kl_kind: "reverse" (eq. 2), "forward" or "jsd" (generalised JSD, `jsd_beta`).
         kl_reduce: "sum" over positions (eq. 2) or per-token "mean".
         jsd_beta: the JSD's own beta in (0, 1).
@@ -223,6 +227,7 @@ class DistillStudent(FrozenModels, L.LightningModule):
         n_generations: int = 2,
         beta: float = 15.0,
         beta_warmup_steps: int = 1000,
+        beta_scale: float = 1.0,
         kl_kind: str = "reverse",
         kl_reduce: str = "sum",
         jsd_beta: float = 0.5,
@@ -276,6 +281,8 @@ class DistillStudent(FrozenModels, L.LightningModule):
             )
         _check("beta_warmup_steps", beta_warmup_steps,
                _is_int(beta_warmup_steps) and beta_warmup_steps >= 0, "an int >= 0")  # fmt: skip
+        _check("beta_scale", beta_scale, _is_number(beta_scale) and beta_scale > 0,
+               "a finite number > 0")  # fmt: skip
         _check("kl_kind", kl_kind, kl_kind in _KL_KINDS, f"one of {_KL_KINDS}")
         _check("kl_reduce", kl_reduce, kl_reduce in _REDUCTIONS, f"one of {_REDUCTIONS}")
         _check("jsd_beta", jsd_beta, _is_number(jsd_beta) and 0 < jsd_beta < 1, "in (0, 1)")
@@ -524,12 +531,13 @@ class DistillStudent(FrozenModels, L.LightningModule):
         else:  # beta == 0 and a single generation: no reward to compute
             surrogate = torch.zeros((), device=kl_loss.device, dtype=kl_loss.dtype)
         beta_t = beta_schedule(int(self.global_step), float(hp.beta), int(hp.beta_warmup_steps))
-        loss = joint_loss(kl_loss, surrogate.to(kl_loss.dtype), beta_t)
+        weight = float(hp.get("beta_scale", 1.0)) * beta_t  # checkpoints before beta_scale: 1
+        loss = joint_loss(kl_loss, surrogate.to(kl_loss.dtype), weight)
         if not _all_ranks_finite(loss):
             raise FloatingPointError(
                 f"DistillStudent: non-finite loss at global step {self.global_step} on this "
                 f"or another rank (here: loss={float(loss.detach())}, kl={float(kl_loss.detach())}, "
-                f"surrogate={float(surrogate.detach())}, beta_t={beta_t}); stopping "
+                f"surrogate={float(surrogate.detach())}, beta_weight={weight}); stopping "
                 f"before backward so no poisoned weights are saved. Lower lr or beta."
             )
         stats.update(
@@ -538,6 +546,7 @@ class DistillStudent(FrozenModels, L.LightningModule):
                 "train/kl": float(kl_loss.detach()),
                 "train/surrogate": float(surrogate.detach()),
                 "train/beta_t": beta_t,
+                "train/beta_weight": weight,
                 "train/entropy": float(policy_entropy(s_logits, T).mean()),
                 "train/logprob": float(logprobs.detach().mean()),
             }

@@ -176,3 +176,29 @@ def test_bad_arguments():
     dm = AudioDataModule("scorer", tokens=clean_tokens(20), captions=None)
     with pytest.raises(ValueError, match="caption"):
         dm.setup()
+
+
+@pytest.mark.parametrize("mode", ["shared", "independent"])
+def test_embedder_pairs_share_or_draw_their_pitch_and_tempo_shift(mode):
+    """shared: both chunks come from ONE re-rendered, shifted copy of the piece (B rows);
+    independent: each chunk from its own shifted copy (2B rows). Noise differs in both."""
+    seen = []
+
+    def recording_render(tokens):
+        seen.append(tokens.clone())
+        return short_render(tokens)
+
+    dm = AudioDataModule(
+        "embedder", tokens=clean_tokens(40), batch_size=8, val_pieces=10, clip_seconds=1.0,
+        render=recording_render, pair_augment=mode, max_transpose=3,
+    )  # fmt: skip
+    dm.setup()
+    dm.trainer = type("T", (), {"training": True})()
+    tokens = dm._tokens[:8]
+    out = dm.on_after_batch_transfer({"tokens": tokens, "index": torch.arange(8)}, 0)
+    assert out["audio"].shape[0] == 16 and torch.equal(out["label"][:8], out["label"][8:])
+    (rendered,) = seen
+    assert len(rendered) == (8 if mode == "shared" else 16)
+    assert not torch.equal(out["audio"][:8], out["audio"][8:])  # chunks never identical
+    with pytest.raises(ValueError, match="pair_augment"):
+        AudioDataModule("embedder", tokens=clean_tokens(40), pair_augment="both")

@@ -493,3 +493,15 @@ def test_beta_ramp_mid_way_weights_the_surrogate(ckpts, monkeypatch):
     assert stats["train/beta_t"] == pytest.approx(2.5)
     expected = stats["train/kl"] + 2.5 * stats["train/surrogate"]
     assert float(loss.detach()) == pytest.approx(expected, rel=1e-5, abs=1e-6)
+
+
+def test_beta_scale_multiplies_the_scheduled_beta(ckpts, monkeypatch):
+    m = ready(ckpts, beta=10.0, beta_warmup_steps=1000, beta_scale=3.0)
+    monkeypatch.setattr(DistillStudent, "global_step", property(lambda self: 250))
+    loss, stats = m.distill_step(prompt_batch(3))
+    assert stats["train/beta_t"] == pytest.approx(2.5)  # the paper's label, ramped
+    assert stats["train/beta_weight"] == pytest.approx(7.5)
+    expected = stats["train/kl"] + 7.5 * stats["train/surrogate"]
+    assert float(loss.detach()) == pytest.approx(expected, rel=1e-5, abs=1e-6)
+    with pytest.raises(ValueError, match="beta_scale"):
+        ready(ckpts, beta=1.0, beta_scale=0.0)
