@@ -300,6 +300,10 @@ def run(cfg: DictConfig) -> float | None:
 
         stage = str(cfg.stage)
         if stage == "fit":
+            if cfg.get("validate_first") and ckpt_path is None:
+                # The step-0 point of the training curves (paper figure 2 starts from the
+                # base model): the initial weights evaluated exactly like every later eval.
+                trainer.validate(model, datamodule=datamodule)
             trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
         else:
             getattr(trainer, stage)(model, datamodule=datamodule, ckpt_path=ckpt_path)

@@ -162,10 +162,13 @@ def test_single_run_lands_in_mlflow_and_resumes(tmp_path):
         "seed=0",
         "trainer.max_steps=4",
         "callbacks.checkpoint.every_n_train_steps=2",
+        "validate_first=true",
     )
     client, found = runs(tmp_path)
     assert len(found) == 1
     run = found[0]
+    # validate_first: the initial weights are evaluated at step 0, before any update.
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val/loss")][0] == 0
     assert run.info.run_name == "toy-seed0"
     assert run.info.status == "FINISHED"
     assert run.data.params["model.lr"] == "0.1"
@@ -185,9 +188,12 @@ def test_single_run_lands_in_mlflow_and_resumes(tmp_path):
         "trainer.max_steps=8",
         "ckpt_path=last",
         "callbacks.checkpoint.every_n_train_steps=2",
+        "validate_first=true",
     )
     client, found = runs(tmp_path)
     assert len(found) == 1 and found[0].info.status == "FINISHED"
+    val_steps = [m.step for m in client.get_metric_history(run.info.run_id, "val/loss")]
+    assert val_steps.count(0) == 1  # a resume does not evaluate step 0 again
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")]
     assert max(steps) >= 7 and min(steps) <= 1
 

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Run: bash sweeps/reproduce.sh [STEP ...]
+# The whole protocol of docs/REPRODUCTION.md (issue 10) on the tiny default, with the
+# suite's own commands, into the MLflow experiment `repro` (EXPERIMENT=... to change).
+# Steps (default: all, in this order): students sbs gamma lerp lerp_base lerp_other
+# uniform temperature exports report. Two jobs at a time, one torch thread each
+# (JOBS=... to change); each step prints its wall time. Needs the committed artifacts (or
+# builds them on first use) and ~2 h on 2 CPU cores.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+EXP=${EXPERIMENT:-repro}
+JOBS=${JOBS:-2}
+PAR="hydra/launcher=joblib hydra.launcher.n_jobs=$JOBS torch_threads=1 experiment=$EXP"
+STEPS=${*:-students sbs gamma lerp lerp_base lerp_other uniform temperature exports report}
+LAMBDAS_COARSE=0.0,0.2,0.4,0.6,0.8,1.0
+
+timed() {  # timed NAME CMD...: run, print the wall time
+  local name=$1 t0=$SECONDS; shift
+  echo "== $name: $*"
+  "$@"
+  echo "== $name: $((SECONDS - t0)) s"
+}
+
+for step in $STEPS; do
+  case $step in
+    students)  # figures 1-2: beta 0, 5, 10, 15 (two at a time; each evaluates at step 0 too)
+      timed students $PY -m suite fit --config sweeps/beta.yaml $PAR ;;
+    sbs)  # figure 5, tables 2-3: the ten side-by-side pairs
+      timed sbs $PY -m suite test --config sweeps/sbs.yaml $PAR ;;
+    gamma)  # appendix B, figure 6: CFG on the base model, gamma 1..7, negative / unconditional
+      timed gamma $PY -m suite test --config sweeps/gamma.yaml $PAR ;;
+    lerp)  # figures 3-4: LERP(0, 15), 21 lambdas
+      timed lerp $PY -m suite test --config sweeps/lambda.yaml $PAR ;;
+    lerp_base)  # figure 3: LERP(0, base)
+      timed lerp_base $PY -m suite test --config sweeps/lerp_base.yaml lambda=$LAMBDAS_COARSE $PAR ;;
+    lerp_other)  # figure 3: LERP(0, 5) and LERP(0, 10)
+      timed lerp_other $PY -m suite test --config sweeps/lambda.yaml beta_d=5,10 \
+        lambda=$LAMBDAS_COARSE $PAR ;;
+    uniform)  # figure 3: LERP(0, 5, 10, 15) uniform
+      timed uniform $PY -m suite test --config sweeps/uniform.yaml $PAR ;;
+    temperature)  # figure 3: temperature baselines on base and beta 0
+      timed temperature $PY -m suite test --config sweeps/temperature.yaml $PAR ;;
+    exports)  # each student's export through the evaluator, like the fronts' points
+      for b in 0 5 10 15; do
+        timed "export-beta$b" $PY -m suite test --config conf/eval_temperature.yaml \
+          experiment=$EXP "model.sources=[\${checkpoints}/beta$b-seed0.pt]" \
+          name=student-beta$b front=student-beta$b beta=$b sources=beta$b-seed0
+      done ;;
+    report)  # every figure and table, learned quality and the oracle's quality
+      timed report $PY -m suite report --experiment $EXP --out docs/repro \
+        --lambda-front "LERP(0,15)"
+      timed report-oracle $PY -m suite report --experiment $EXP --out docs/repro/oracle \
+        --quality-metric eval/oracle_quality --lambda-front "LERP(0,15)" --no-log ;;
+    *) echo "reproduce.sh: unknown step '$step'" >&2; exit 2 ;;
+  esac
+done
