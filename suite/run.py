@@ -292,8 +292,13 @@ def run(cfg: DictConfig) -> float | None:
             logger_kwargs["run_id"] = resume_run_id
         loggers = instantiate_group(cfg.get("logger"), **logger_kwargs)
         callbacks = instantiate_group(cfg.get("callbacks"))
+        extra = {}
+        if cfg.stage == "fit" and cfg.get("validate_first"):
+            # Fit evaluates under no_grad; a standalone validate under inference_mode would
+            # leave inference tensors (metric states) that fit's evaluations cannot update.
+            extra["inference_mode"] = False
         trainer: pl.Trainer = hydra.utils.instantiate(
-            cfg.trainer, logger=loggers or False, callbacks=callbacks
+            cfg.trainer, logger=loggers or False, callbacks=callbacks, **extra
         )
         if rank_zero_only.rank == 0:
             log_run_start(loggers, cfg, resumed=bool(resume_run_id))
