@@ -248,6 +248,14 @@ def mark_failed(loggers: list[Any]) -> None:
                 log.warning("could not mark MLflow run %s FAILED: %s", logger.run_id, error)
 
 
+def mark_running(loggers: list[Any]) -> None:
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    for logger in loggers:
+        if isinstance(logger, MLFlowLogger) and logger._initialized:
+            logger.experiment.update_run(logger.run_id, status="RUNNING")
+
+
 def metric_value(metrics: dict[str, Any], name: str | None) -> float | None:
     if not name:
         return None
@@ -309,6 +317,7 @@ def run(cfg: DictConfig) -> float | None:
                 # The step-0 point of the training curves (paper figure 2 starts from the
                 # base model): the initial weights evaluated exactly like every later eval.
                 trainer.validate(model, datamodule=datamodule)
+                mark_running(loggers)  # validate's end marked the run FINISHED: fit goes on
             trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
         else:
             getattr(trainer, stage)(model, datamodule=datamodule, ckpt_path=ckpt_path)

@@ -163,12 +163,15 @@ def test_single_run_lands_in_mlflow_and_resumes(tmp_path):
         "trainer.max_steps=4",
         "callbacks.checkpoint.every_n_train_steps=2",
         "validate_first=true",
+        "+model.report_run_status=true",
     )
     client, found = runs(tmp_path)
     assert len(found) == 1
     run = found[0]
     # validate_first: the initial weights are evaluated at step 0, before any update.
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val/loss")][0] == 0
+    # ... and the validate's end did not leave the run FINISHED while fit was running.
+    assert run.data.metrics["toy/running_at_train_start"] == 1.0
     assert run.info.run_name == "toy-seed0"
     assert run.info.status == "FINISHED"
     assert run.data.params["model.lr"] == "0.1"
@@ -189,6 +192,7 @@ def test_single_run_lands_in_mlflow_and_resumes(tmp_path):
         "ckpt_path=last",
         "callbacks.checkpoint.every_n_train_steps=2",
         "validate_first=true",
+        "+model.report_run_status=true",
     )
     client, found = runs(tmp_path)
     assert len(found) == 1 and found[0].info.status == "FINISHED"

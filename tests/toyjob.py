@@ -32,10 +32,23 @@ class ToyData(pl.LightningDataModule):
 
 
 class ToyModule(pl.LightningModule):
-    def __init__(self, lr: float = 0.1, fail_at_step: int | None = None) -> None:
+    def __init__(
+        self, lr: float = 0.1, fail_at_step: int | None = None, report_run_status: bool = False
+    ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.net = torch.nn.Linear(1, 1)
+
+    def on_train_start(self) -> None:
+        # For the CLI tests: is the MLflow run RUNNING when training starts?
+        if not self.hparams.report_run_status:
+            return
+        from lightning.pytorch.loggers import MLFlowLogger
+
+        for logger in self.loggers:
+            if isinstance(logger, MLFlowLogger):
+                status = logger.experiment.get_run(logger.run_id).info.status
+                logger.log_metrics({"toy/running_at_train_start": float(status == "RUNNING")}, 0)
 
     def _loss(self, batch):
         x, y = batch
