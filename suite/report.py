@@ -15,8 +15,9 @@ reads the finished runs of an experiment and writes into `--out`:
   CFG front exists, the same against gamma (figure 4, right);
 - tables as Markdown and CSV: `table1_vendi` (Vendi and 1 - mean per model, appendix D.4),
   `table2_winrate_quality` and `table3_winrate_diversity` (wins, losses, ties, win rate and
-  the p-values of appendix E, against each run's baseline), `hypervolume` (below), and
-  `report.md` holding all of them;
+  the p-values of appendix E, against each run's baseline, or the paper's ten pairs when
+  sweeps/sbs.yaml ran), `hypervolume` (below), and `report.md` holding all of them;
+- `runs.csv`: every student and evaluator run with its placing params and final metrics;
 - the hypervolume of each front (and of the students' final points) against one common
   reference point: the area of the quality-diversity plane that the front dominates
   (both maximised), computed exactly for 2-D by a sweep over the points sorted by quality.
@@ -303,6 +304,27 @@ def vendi_table(runs: Sequence[RunPoint]) -> Table:
                  ["model", "front", "vendi", "one_minus_mean", "generations"], rows)  # fmt: skip
 
 
+RUN_PARAMS = ("front", "beta", "lambda", "gamma", "temperature", "sources", "baseline")
+RUN_METRICS = ("eval/quality", "eval/diversity", "eval/oracle_quality", "eval/mulan",
+               "eval/preference", "eval/vendi", "eval/one_minus_mean", "eval/fad",
+               "eval/kl_teacher", "eval/entropy", "eval/winrate_quality",
+               "eval/winrate_diversity")  # fmt: skip
+
+
+def runs_table(runs: Sequence[RunPoint]) -> Table:
+    """Every run's final metrics and the params that place it (the raw numbers, as CSV).
+
+    Students show their last evaluation (the final value MLflow keeps per metric)."""
+    rows = [
+        [r.name, "student" if r.target.endswith("DistillStudent") else "evaluator"]
+        + [r.params.get(k, "") for k in RUN_PARAMS]
+        + [r.metrics.get(k) for k in RUN_METRICS]
+        for r in runs
+        if r.target.endswith(("DistillStudent", "MergedEvaluator"))
+    ]
+    return Table("Every run: final metrics", ["run", "kind", *RUN_PARAMS, *RUN_METRICS], rows)
+
+
 def _model_a(run: RunPoint) -> str:
     """A side-by-side run's model A by its name in the pair (e.g. beta15), else the run name."""
     name = run.params.get("model_a")
@@ -476,6 +498,7 @@ def build_report(
         "table3_winrate_diversity": winrate_table(runs, "diversity", 3),
         "hypervolume": hv,
     }
+    raw = runs_table(runs)
     lerp = pick_lambda_front(fronts_, lambda_front)
     cfg = next((f for f in fronts_ if f.varies == "gamma" and "negative" in f.name),
                next((f for f in fronts_ if f.varies == "gamma"), None))  # fmt: skip
@@ -500,6 +523,8 @@ def build_report(
             (tmp / f"{name}.md").write_text(table.markdown())
             (tmp / f"{name}.csv").write_text(table.csv())
             summary.append(table.markdown())
+        (tmp / "runs.csv").write_text(raw.csv())
+        summary += ["", f"Raw numbers of all {len(raw.rows)} runs: `runs.csv`."]
         (tmp / "report.md").write_text("\n".join(summary))
         out.mkdir(parents=True, exist_ok=True)
         written = {}
