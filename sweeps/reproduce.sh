@@ -13,7 +13,17 @@ EXP=${EXPERIMENT:-repro}
 JOBS=${JOBS:-2}
 PAR="hydra/launcher=joblib hydra.launcher.n_jobs=$JOBS torch_threads=1 experiment=$EXP"
 STEPS=${*:-students sbs gamma lerp lerp_base lerp_other uniform temperature exports report}
-LAMBDAS_COARSE=0.0,0.2,0.4,0.6,0.8,1.0
+# The grids of docs/REPRODUCTION.md (2 h on 2 cores); FULL=1 runs the sweep files' own
+# grids instead (21 lambdas, gamma 1..7 x 2, 6 temperatures x 2: about 3 h more).
+if [[ ${FULL:-0} == 1 ]]; then
+  LAMBDAS=0.0,0.05,0.1,0.15,0.2,0.25,0.3,0.35,0.4,0.45,0.5,0.55,0.6,0.65,0.7,0.75,0.8,0.85,0.9,0.95,1.0
+  LAMBDAS_COARSE=$LAMBDAS; GAMMA_NEG=1.0,2.0,3.0,4.0,5.0,6.0,7.0; GAMMA_UNC=2.0,3.0,4.0,5.0,6.0,7.0
+  TEMPS=0.6,0.8,0.99,1.2,1.4,1.6; EXPORTS="0 5 10 15"
+else
+  LAMBDAS=0.0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0
+  LAMBDAS_COARSE=0.0,0.25,0.5,0.75,1.0; GAMMA_NEG=1.0,2.0,3.0,5.0,7.0; GAMMA_UNC=2.0,3.0,5.0,7.0
+  TEMPS=0.8,0.99,1.2; EXPORTS="5 10"  # beta 0 and 15 are the LERP(0, 15) endpoints
+fi
 
 timed() {  # timed NAME CMD...: run, print the wall time
   local name=$1 t0=$SECONDS; shift
@@ -28,10 +38,14 @@ for step in $STEPS; do
       timed students $PY -m suite fit --config sweeps/beta.yaml $PAR ;;
     sbs)  # figure 5, tables 2-3: the ten side-by-side pairs
       timed sbs $PY -m suite test --config sweeps/sbs.yaml $PAR ;;
-    gamma)  # appendix B, figure 6: CFG on the base model, gamma 1..7, negative / unconditional
-      timed gamma $PY -m suite test --config sweeps/gamma.yaml $PAR ;;
-    lerp)  # figures 3-4: LERP(0, 15), 21 lambdas
-      timed lerp $PY -m suite test --config sweeps/lambda.yaml $PAR ;;
+    gamma)  # appendix B, figure 6: CFG on the base model, negative / unconditional prompting
+      # (gamma 1 is the same model for both: no negative rows are computed at gamma 1)
+      timed gamma-negative $PY -m suite test --config sweeps/gamma.yaml gamma=$GAMMA_NEG \
+        prompting=negative $PAR
+      timed gamma-unconditional $PY -m suite test --config sweeps/gamma.yaml gamma=$GAMMA_UNC \
+        prompting=unconditional $PAR ;;
+    lerp)  # figures 3-4: LERP(0, 15)
+      timed lerp $PY -m suite test --config sweeps/lambda.yaml lambda=$LAMBDAS $PAR ;;
     lerp_base)  # figure 3: LERP(0, base)
       timed lerp_base $PY -m suite test --config sweeps/lerp_base.yaml lambda=$LAMBDAS_COARSE $PAR ;;
     lerp_other)  # figure 3: LERP(0, 5) and LERP(0, 10)
@@ -40,9 +54,9 @@ for step in $STEPS; do
     uniform)  # figure 3: LERP(0, 5, 10, 15) uniform
       timed uniform $PY -m suite test --config sweeps/uniform.yaml $PAR ;;
     temperature)  # figure 3: temperature baselines on base and beta 0
-      timed temperature $PY -m suite test --config sweeps/temperature.yaml $PAR ;;
+      timed temperature $PY -m suite test --config sweeps/temperature.yaml temperature=$TEMPS $PAR ;;
     exports)  # each student's export through the evaluator, like the fronts' points
-      for b in 0 5 10 15; do
+      for b in $EXPORTS; do
         timed "export-beta$b" $PY -m suite test --config conf/eval_temperature.yaml \
           experiment=$EXP "model.sources=[\${checkpoints}/beta$b-seed0.pt]" \
           name=student-beta$b front=student-beta$b beta=$b sources=beta$b-seed0
