@@ -1,7 +1,7 @@
 """The Pareto report: figures 1, 3, 4 and tables 1-3 of the paper from finished MLflow runs.
 
     python -m suite.report --experiment cfg-distill [--tracking-uri sqlite:///mlflow.db]
-                           [--out docs/figures] [--sweep lambda] [--no-log]
+                           [--out docs/repro] [--sweep lambda] [--no-log]
 
 reads the finished runs of an experiment and writes into `--out`:
 
@@ -567,7 +567,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--experiment", required=True, help="MLflow experiment, e.g. cfg-distill")
     parser.add_argument("--tracking-uri", default="sqlite:///mlflow.db")
-    parser.add_argument("--out", default="docs/figures", help="output folder")
+    parser.add_argument("--out", default="docs/repro", help="output folder")
     parser.add_argument("--sweep", default=None, help="only the runs tagged sweep=NAME")
     parser.add_argument("--lambda-front", default=None, help="front of figure 4, e.g. LERP(0,15)")
     parser.add_argument("--quality-metric", default=QUALITY)
