@@ -294,6 +294,11 @@ def run(cfg: DictConfig) -> float | None:
         datamodule = hydra.utils.instantiate(cfg.data)
         log.info("model: %s", cfg.model.get("_target_"))
         model = hydra.utils.instantiate(cfg.model)
+        if resume_run_id:
+            # Lightning would log the module's hparams again, and MLflow refuses a changed
+            # param value: the first start logged them; log_run_start records the new config.
+            model._log_hyperparams = False
+            datamodule._log_hyperparams = False
 
         logger_kwargs = {"tags": run_tags(cfg)}
         if resume_run_id:

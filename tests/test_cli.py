@@ -192,7 +192,7 @@ def test_single_run_lands_in_mlflow_and_resumes(tmp_path):
         "ckpt_path=last",
         "callbacks.checkpoint.every_n_train_steps=2",
         "validate_first=true",
-        "+model.report_run_status=true",
+        "model.lr=0.05",  # a changed hyper-parameter must not crash MLflow's param log
     )
     client, found = runs(tmp_path)
     assert len(found) == 1 and found[0].info.status == "FINISHED"
