@@ -17,7 +17,7 @@ import torch
 from lightning_modules.audio_common import AudioJob
 from suite.models.retrieval import recall_at_k, roc_auc
 from suite.models.triplet import SemiHardTripletLoss
-from suite.models.vit import AudioEmbedder, EmbedderConfig, embedder_config
+from suite.models.vit import EMBEDDER_PRESETS, AudioEmbedder, EmbedderConfig
 
 
 class EmbedderJob(AudioJob):
@@ -36,15 +36,10 @@ class EmbedderJob(AudioJob):
     ):
         super().__init__()
         self._check_optim(lr, weight_decay, warmup_steps, max_steps)
-        config = (
-            EmbedderConfig.from_dict(model_config)
-            if model_config is not None
-            else embedder_config(preset)
-        )
         self.save_hyperparameters(ignore=["model_config"])
-        self.hparams["model_config"] = config.to_dict()
-        self.hparams["model_class"] = "AudioEmbedder"
-        self.model = AudioEmbedder(config)
+        self.model = self._model_from(
+            AudioEmbedder, EmbedderConfig, EMBEDDER_PRESETS, preset, model_config
+        )
         self.loss_fn = SemiHardTripletLoss(margin=margin)
         self._val: list[tuple[torch.Tensor, torch.Tensor]] = []
 

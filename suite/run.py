@@ -237,23 +237,24 @@ def log_run_start(loggers: list[Any], cfg: DictConfig, resumed: bool) -> None:
         remember_run_id(cfg.paths.ckpt_dir, run_id)
 
 
-def mark_failed(loggers: list[Any]) -> None:
+def _started_mlflow(loggers: list[Any]) -> list[Any]:
+    """The MLflow loggers whose run exists (a logger creates its run on first use)."""
     from lightning.pytorch.loggers import MLFlowLogger
 
-    for logger in loggers:
-        if isinstance(logger, MLFlowLogger) and logger._initialized:
-            try:
-                logger.experiment.set_terminated(logger.run_id, "FAILED")
-            except Exception as error:  # noqa: BLE001 - never hide the original failure
-                log.warning("could not mark MLflow run %s FAILED: %s", logger.run_id, error)
+    return [lg for lg in loggers if isinstance(lg, MLFlowLogger) and lg._initialized]
+
+
+def mark_failed(loggers: list[Any]) -> None:
+    for logger in _started_mlflow(loggers):
+        try:
+            logger.experiment.set_terminated(logger.run_id, "FAILED")
+        except Exception as error:  # noqa: BLE001 - never hide the original failure
+            log.warning("could not mark MLflow run %s FAILED: %s", logger.run_id, error)
 
 
 def mark_running(loggers: list[Any]) -> None:
-    from lightning.pytorch.loggers import MLFlowLogger
-
-    for logger in loggers:
-        if isinstance(logger, MLFlowLogger) and logger._initialized:
-            logger.experiment.update_run(logger.run_id, status="RUNNING")
+    for logger in _started_mlflow(loggers):
+        logger.experiment.update_run(logger.run_id, status="RUNNING")
 
 
 def metric_value(metrics: dict[str, Any], name: str | None) -> float | None:
@@ -305,11 +306,12 @@ def run(cfg: DictConfig) -> float | None:
             logger_kwargs["run_id"] = resume_run_id
         loggers = instantiate_group(cfg.get("logger"), **logger_kwargs)
         callbacks = instantiate_group(cfg.get("callbacks"))
-        extra = {}
-        if cfg.stage == "fit" and cfg.get("validate_first"):
-            # Fit evaluates under no_grad; a standalone validate under inference_mode would
-            # leave inference tensors (metric states) that fit's evaluations cannot update.
-            extra["inference_mode"] = False
+        # The step-0 point of the training curves (paper figure 2 starts from the base
+        # model): a fresh fit first evaluates the initial weights like every later eval.
+        validate_first = cfg.stage == "fit" and bool(cfg.get("validate_first")) and not ckpt_path
+        # Fit evaluates under no_grad; a standalone validate under inference_mode would leave
+        # inference tensors (metric states) that fit's evaluations cannot update.
+        extra = {"inference_mode": False} if validate_first else {}
         trainer: pl.Trainer = hydra.utils.instantiate(
             cfg.trainer, logger=loggers or False, callbacks=callbacks, **extra
         )
@@ -318,9 +320,7 @@ def run(cfg: DictConfig) -> float | None:
 
         stage = str(cfg.stage)
         if stage == "fit":
-            if cfg.get("validate_first") and ckpt_path is None:
-                # The step-0 point of the training curves (paper figure 2 starts from the
-                # base model): the initial weights evaluated exactly like every later eval.
+            if validate_first:
                 trainer.validate(model, datamodule=datamodule)
                 mark_running(loggers)  # validate's end marked the run FINISHED: fit goes on
             trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
