@@ -36,7 +36,8 @@ log = logging.getLogger("suite.artifacts")
 # Bump a version when the meaning of what its builder makes changes.
 JOBS: dict[str, tuple[str, str, dict[str, Any], int]] = {
     "base_lm": ("lightning_modules.pretrain:PretrainLM", "datamodules.corpus:MusicCorpusDataModule", {}, 1),
-    "embedder": ("lightning_modules.embedder:EmbedderJob", "datamodules.audio:AudioDataModule", {"task": "embedder"}, 1),
+    # embedder 2: the "tiny" preset's clip went from 4 s (3-s chunks zero-padded) to 3 s
+    "embedder": ("lightning_modules.embedder:EmbedderJob", "datamodules.audio:AudioDataModule", {"task": "embedder"}, 2),
     "scorer": ("lightning_modules.scorer:ScorerJob", "datamodules.audio:AudioDataModule", {"task": "scorer"}, 1),
     "preference": ("lightning_modules.preference:PreferenceJob", "datamodules.audio:AudioDataModule", {"task": "preference"}, 1),
 }  # fmt: skip

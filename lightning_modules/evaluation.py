@@ -16,10 +16,11 @@ condition), a temperature baseline or a merged model with the same code:
     metrics.update(tokens, prompts, audio, emb, logits=logits, temperature=T, kl=kl)
     metrics.compute()                                 # {"eval/quality": ..., ...}
 
-Audio length and the embedder. Pieces render to `AUDIO_SAMPLES` = 6 s while E, like the
-paper's, reads 4-s clips. We feed E the whole piece and let its own clip rule
-(`suite.models.vit.split_clips`) decide: 6 s becomes the clips [0, 4) s and [2, 6) s whose
-features are averaged before E's projection and normalisation. The training reward
+Audio length and the embedder. Pieces render to `AUDIO_SAMPLES` = 6 s while E reads
+fixed clips (3 s for the tiny E, the paper's 4 s for the paper preset). We feed E the whole
+piece and let its own clip rule (`suite.models.vit.split_clips`) decide: 6 s becomes the
+clips [0, 3) s and [3, 6) s (or [0, 4) s and [2, 6) s at 4 s) whose features are averaged
+before E's projection and normalisation. The training reward
 (`lightning_modules.student`) and every evaluation call this same `embed_audio`, so the
 diversity that is rewarded is exactly the diversity that is measured, and no second of the
 piece is ignored.
@@ -199,7 +200,7 @@ def render_audio(tokens: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
 def embed_audio(embedder: nn.Module, audio: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
     """Embeddings E(audio) `[..., S] -> [..., D]` (frozen, no gradient, chunked).
 
-    The whole piece goes to E, whose clip rule averages its 4-s clips (module docstring).
+    The whole piece goes to E, whose clip rule averages its clips (module docstring).
     """
     flat, lead = _flat(audio, 1)
     param = next(embedder.parameters(), None)

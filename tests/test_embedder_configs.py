@@ -62,7 +62,9 @@ def test_front_end_and_clip_are_appendix_d1(name):
         16000, 512, 512, 256, 156,
     )  # fmt: skip
     assert mel.trainable is False and mel.eps > 0  # log(mel + eps), fixed filters
-    assert enc.clip_seconds == 4.0 and enc.clip_samples == 64000
+    # D.1's 4-s clip; the tiny E uses 3 s, the two non-overlapping chunks of a 6-s piece
+    want = {"paper": 4.0, "tiny": 3.0}[name]
+    assert enc.clip_seconds == want and enc.clip_samples == round(want * 16000)
 
 
 def test_paper_embedder_is_the_papers_25m_vit():
@@ -83,7 +85,7 @@ def test_paper_embedder_is_the_papers_25m_vit():
 
 def test_tiny_embedder_forward_gives_unit_192d_embeddings():
     model = AudioEmbedder(EmbedderConfig.from_dict(load("tiny"))).eval()
-    audio = 0.1 * torch.randn(2, model.clip_samples)  # two random 4-s clips at 16 kHz
+    audio = 0.1 * torch.randn(2, model.clip_samples)  # two random clips at 16 kHz
     with torch.no_grad():
         emb = model(audio)
     assert emb.shape == (2, 192) and torch.isfinite(emb).all()
@@ -104,3 +106,16 @@ def test_group_composes_into_a_jobs_model_config(tmp_path, monkeypatch):
     cfg = compose_cli(REPO / "conf" / "beta15.yaml", ["+embedder=paper"])
     embedder = OmegaConf.to_container(cfg.embedder, resolve=True)  # package `embedder`
     assert EmbedderConfig.from_dict(embedder) == EMBEDDER_PRESETS["paper"]
+
+
+@pytest.mark.parametrize("spec_file", ["tiny", "paper"])
+def test_artifact_spec_trains_on_the_clip_length_it_embeds(spec_file):
+    """conf/artifacts/*.yaml: the DataModule's chunks are exactly the model's clip, so E never
+    learns on zero padding it will not see in use (the session-3 fix of issue 6)."""
+    spec = OmegaConf.load(REPO / "conf" / "artifacts" / f"{spec_file}.yaml").embedder
+    model = OmegaConf.to_container(spec.model, resolve=False)
+    if "model_config" in model:
+        config = EmbedderConfig.from_dict(OmegaConf.to_container(spec.model.model_config))
+    else:
+        config = EMBEDDER_PRESETS[model.get("preset", "tiny")]
+    assert spec.data.clip_seconds == config.encoder.clip_seconds

@@ -277,7 +277,9 @@ def test_side_by_side_runs_become_tables_2_and_3_and_no_front(tmp_path):
     assert float(rows[0]["win_rate_a"]) == pytest.approx((20 + 8) / 96)
     assert "side-by-side" not in {r["front"] for r in _read_csv(out / "hypervolume.csv")}
     raw = {r["run"]: r for r in _read_csv(out / "runs.csv")}  # every run, its final numbers
-    assert raw["sbs-pair=base_cfg"]["kind"] == "evaluator" and raw["beta15-seed0"]["kind"] == "student"
+    assert (
+        raw["sbs-pair=base_cfg"]["kind"] == "evaluator" and raw["beta15-seed0"]["kind"] == "student"
+    )
     assert float(raw["lerp-lambda=0.5"]["eval/diversity"]) == pytest.approx(0.45)
     assert float(raw["beta0-seed0"]["eval/quality"]) == pytest.approx(3.9)  # its last eval
     assert all(not r["model"].startswith("sbs") for r in _read_csv(out / "table1_vendi.csv"))

@@ -139,9 +139,13 @@ PAPER_VIT = ViTConfig()  # 12 layers, 6 heads x 85, width 512, FF 1024 -> 25.40 
 TINY_VIT = ViTConfig(
     patch_freq=12, patch_time=16, width=96, depth=3, heads=3, head_dim=32, ff_dim=192
 )
+# The tiny E sees 3-s clips: the embedded world's pieces last 6 s, so its training chunks
+# (two non-overlapping per piece) are 3 s, and a 6-s generation splits into exactly two
+# such clips. A 4-s clip would show it 1 s of zero padding in training and none in use.
+TINY_CLIP_SECONDS = 3.0
 EMBEDDER_PRESETS = {
     "paper": EmbedderConfig(EncoderConfig(vit=PAPER_VIT)),
-    "tiny": EmbedderConfig(EncoderConfig(vit=TINY_VIT)),
+    "tiny": EmbedderConfig(EncoderConfig(vit=TINY_VIT, clip_seconds=TINY_CLIP_SECONDS)),
 }
 
 
