@@ -24,13 +24,6 @@ differences: at 500 steps (batch 32) same-piece recall@1 was 0.56 with independe
 and 0.73 without pitch/tempo shifts; shared shifts still diversify the training pieces
 (measured in the session-2 note of issue 6).
 
-Hard batches (`genre_share`, embedder only): a share of each training batch comes from ONE
-genre (drawn per batch), the rest from the whole training set. Semi-hard mining only finds
-negatives that are in the batch; E's misses are pieces of one genre (slow ambient pieces,
-whose two halves share no notes) confused with each other, and a random batch of 64 holds
-about six pieces of a genre. Same-genre negatives make it tell pieces apart by key, mode,
-instruments and harmony rather than by genre conventions alone.
-
 Preference pairs (`make_flawed`): a clean piece (clean recording, every step "ok") against a
 flawed rendition of the SAME piece: a bad recording token, per-step performance flaws
 (early / late / dropout / detuned), and/or wrong notes (melody notes moved a semitone).
@@ -48,7 +41,7 @@ from collections.abc import Callable, Sequence
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
 from suite.music import attributes as A
 from suite.music import tokens as T
@@ -175,37 +168,6 @@ class _Indexed(Dataset):
         return {"tokens": self.tokens[j], "index": j}
 
 
-class GenreBatches(Sampler):
-    """Batches of `batch_size` positions with `round(share * batch_size)` of one genre each.
-
-    `genres[i]` is the genre of dataset position i. Per batch: a genre g drawn in proportion
-    to its size, `n_g` positions of g without replacement (all of g if it is smaller), the
-    rest drawn from the other positions. No position repeats within a batch, so each piece
-    has exactly its own two chunks as positives. `len(dataset) // batch_size` batches per
-    epoch, from one seeded stream (epochs differ, a seed fixes them all).
-    """
-
-    def __init__(self, genres: np.ndarray, batch_size: int, share: float, seed: int = 0):
-        self.genres, self.batch_size = np.asarray(genres), batch_size
-        self.n_group = round(share * batch_size)
-        self.rng = np.random.default_rng(seed)
-        values, counts = np.unique(self.genres, return_counts=True)
-        self.values, self.p = values, counts / counts.sum()
-
-    def __len__(self) -> int:
-        return len(self.genres) // self.batch_size
-
-    def __iter__(self):
-        positions = np.arange(len(self.genres))
-        for _ in range(len(self)):
-            g = self.rng.choice(self.values, p=self.p)
-            mine = positions[self.genres == g]
-            own = self.rng.choice(mine, size=min(self.n_group, len(mine)), replace=False)
-            rest = np.setdiff1d(positions, own, assume_unique=True)
-            fill = self.rng.choice(rest, size=self.batch_size - len(own), replace=False)
-            yield self.rng.permutation(np.concatenate([own, fill])).tolist()
-
-
 def _load_default_corpus(n_pieces: int, seed: int, root: str | None):
     """Tokens `[N, L]` and captions of the cached music-world corpus (`suite.music.corpus`)."""
     from suite.music.corpus import build_corpus
@@ -246,7 +208,6 @@ class AudioDataModule(L.LightningDataModule):
         max_tempo_shift: int = 1,
         snr_db: Sequence[float] = (10.0, 40.0),
         pair_augment: str = "shared",
-        genre_share: float = 0.0,
         seed: int = 0,
         render: Renderer | None = None,
         text_tower=None,
@@ -265,12 +226,6 @@ class AudioDataModule(L.LightningDataModule):
                 f"AudioDataModule: pair_augment must be 'shared' or 'independent', "
                 f"got {pair_augment!r}"
             )
-        if not 0.0 <= genre_share <= 1.0:
-            raise ValueError(f"AudioDataModule: genre_share must be in [0, 1], got {genre_share!r}")
-        if genre_share and task != "embedder":
-            raise ValueError(
-                f"AudioDataModule: genre_share is for the embedder task only, got task {task!r}"
-            )
         if len(snr_db) != 2 or snr_db[0] > snr_db[1]:
             raise ValueError(f"AudioDataModule: snr_db must be (low, high), got {snr_db!r}")
         self.task, self.batch_size, self.seed = task, batch_size, seed
@@ -278,7 +233,7 @@ class AudioDataModule(L.LightningDataModule):
         self.val_pieces, self.clip_seconds, self.augment = val_pieces, clip_seconds, augment
         self.max_transpose, self.max_tempo_shift = max_transpose, max_tempo_shift
         self.snr_db = (float(snr_db[0]), float(snr_db[1]))
-        self.pair_augment, self.genre_share = pair_augment, float(genre_share)
+        self.pair_augment = pair_augment
         self._tokens = None if tokens is None else torch.as_tensor(tokens).long()
         self._captions = None if captions is None else list(captions)
         self._render = render
@@ -335,11 +290,7 @@ class AudioDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        if not self.genre_share:
-            return self._loader(self.train_idx, shuffle=True)
-        genres = self._tokens[torch.as_tensor(self.train_idx), _header_pos("genre")].numpy()
-        sampler = GenreBatches(genres, self.batch_size, self.genre_share, self.seed)
-        return DataLoader(_Indexed(self._tokens, self.train_idx), batch_sampler=sampler)
+        return self._loader(self.train_idx, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_idx, shuffle=False)

@@ -6,7 +6,6 @@ import torch
 
 from datamodules.audio import (
     AudioDataModule,
-    GenreBatches,
     is_clean,
     make_flawed,
     shift_tempo,
@@ -209,37 +208,3 @@ def test_embedder_pairs_share_or_draw_their_pitch_and_tempo_shift(mode):
     assert not torch.equal(out["audio"][:8], out["audio"][8:])  # chunks never identical
     with pytest.raises(ValueError, match="pair_augment"):
         AudioDataModule("embedder", tokens=clean_tokens(40), pair_augment="both")
-
-
-def test_genre_batches_hold_the_share_of_one_genre_and_no_repeats():
-    genres = torch.randint(0, 10, (2000,), generator=torch.Generator().manual_seed(3)).numpy()
-    sampler = GenreBatches(genres, batch_size=64, share=0.5, seed=0)
-    batches = list(sampler)
-    assert len(batches) == len(sampler) == 2000 // 64
-    for batch in batches:
-        assert len(batch) == len(set(batch)) == 64  # each piece once: only its own positive
-        counts = torch.bincount(torch.as_tensor(genres[batch]), minlength=10)
-        assert counts.max() >= 32  # the drawn genre's 32 plus its share of the random rest
-    # a random batch of 64 over 10 genres almost never holds 32 of one genre
-    assert batches != list(sampler)  # the next epoch is a new draw
-    again = list(GenreBatches(genres, batch_size=64, share=0.5, seed=0))
-    assert again == batches  # the seed fixes the stream
-    small = GenreBatches(genres[:100] * 0 + (genres[:100] > 8), batch_size=64, share=1.0)
-    for batch in small:  # a genre smaller than its share: all of it, the rest random
-        assert len(set(batch)) == 64
-
-
-def test_genre_share_makes_the_train_loader_draw_genre_batches():
-    tokens = clean_tokens(600)  # ~55 training pieces per genre: each holds a share of 12
-    dm = AudioDataModule("embedder", tokens=tokens, batch_size=16, val_pieces=40,
-                         genre_share=0.75, render=short_render, clip_seconds=1.0)  # fmt: skip
-    dm.setup()
-    genre = tokens[:, 0]
-    for batch in dm.train_dataloader():
-        assert torch.bincount(genre[batch["index"]]).max() >= 12
-    assert len(dm.val_dataloader().dataset) == 40  # validation is untouched
-    for bad in (-0.1, 1.5):
-        with pytest.raises(ValueError, match="genre_share"):
-            AudioDataModule("embedder", tokens=tokens, genre_share=bad)
-    with pytest.raises(ValueError, match="embedder task only"):
-        AudioDataModule("scorer", tokens=tokens, genre_share=0.5)
