@@ -3,7 +3,8 @@
 The paper measures quality with a MuLan text-adherence score and a user-preference reward
 model (section 3.1) and diversity with an embedder E (appendix D.1). Ours are trained on
 the embedded music world; this script checks them on corpus pieces that none of them saw
-(corpus seed 0, pieces past the first `--skip` used for training):
+(corpus seed 0, the `--n` pieces after the first `--skip`; the default skip is the tiny
+corpus, 20000 pieces, which holds every piece the artifacts and the students train on):
 
 - E: same-piece retrieval recall@1 (first vs second half of each piece) and the ROC AUC of
   cosine for same versus different pieces;
@@ -46,7 +47,7 @@ def _batched(fn, x: torch.Tensor, *extra, batch: int = 64) -> torch.Tensor:
     return torch.cat(parts)
 
 
-def evaluate(embedder_path, scorer_path, preference_path, n: int = 500, skip: int = 4000,
+def evaluate(embedder_path, scorer_path, preference_path, n: int = 500, skip: int = 20000,
              seed: int = 0) -> dict[str, float]:  # fmt: skip
     corpus = build_corpus(seed=seed, n=skip + n)
     tokens = torch.as_tensor(corpus.tokens[skip : skip + n].astype(np.int64))  # [n, L]
@@ -99,9 +100,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--embedder")
     parser.add_argument("--scorer")
     parser.add_argument("--preference")
-    parser.add_argument("--n", type=int, default=500)
+    parser.add_argument("--n", type=int, default=500, help="held-out pieces (default 500)")
+    parser.add_argument("--skip", type=int, default=20000, help="training pieces to skip")
     parser.add_argument("--out", help="CSV file to write")
     args = parser.parse_args(argv)
+    if args.n < 2 or args.skip < 0:
+        parser.error(f"need --n >= 2 and --skip >= 0, got --n {args.n} --skip {args.skip}")
     paths = {}
     if not (args.embedder and args.scorer and args.preference):
         from omegaconf import OmegaConf
@@ -115,7 +119,9 @@ def main(argv: list[str] | None = None) -> None:
     else:
         paths = {k: getattr(args, k) for k in ("embedder", "scorer", "preference")}
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    result = evaluate(paths["embedder"], paths["scorer"], paths["preference"], n=args.n)
+    result = evaluate(
+        paths["embedder"], paths["scorer"], paths["preference"], n=args.n, skip=args.skip
+    )
     print("| measure | value |\n|---|---|")
     for key, value in result.items():
         print(f"| {key} | {value:.4f} |")
