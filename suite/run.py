@@ -211,7 +211,8 @@ def log_run_start(loggers: list[Any], cfg: DictConfig, resumed: bool) -> None:
     """Params, resolved config and overrides; on resume, only what the first start lacked.
 
     MLflow refuses to change a logged param, so a resumed run keeps its original params
-    and gets its new config as `config/resume-<time>/` artifacts instead.
+    and gets its new config as `config/resume-<time>/` artifacts instead; the params it
+    changes are listed in the tag `resume_changed_params` (and a warning).
     """
     from lightning.pytorch.loggers import MLFlowLogger
 
@@ -228,6 +229,7 @@ def log_run_start(loggers: list[Any], cfg: DictConfig, resumed: bool) -> None:
         folder = "config"
         if resumed:
             known = client.get_run(run_id).data.params
+            record_resume_changes(client, run_id, known, params)
             params = {k: v for k, v in params.items() if k not in known}
             folder = f"config/resume-{time.strftime('%Y%m%d-%H%M%S')}"
             client.update_run(run_id, status="RUNNING")
@@ -235,6 +237,43 @@ def log_run_start(loggers: list[Any], cfg: DictConfig, resumed: bool) -> None:
         client.log_text(run_id, resolved, f"{folder}/config.yaml")
         client.log_text(run_id, overrides, f"{folder}/overrides.yaml")
         remember_run_id(cfg.paths.ckpt_dir, run_id)
+
+
+# Keys a resume changes by design (where to resume from, how far to go, how many threads,
+# the new job's output folder): not a change of the experiment, so not flagged.
+RESUME_KEYS = (
+    "ckpt_path",
+    "trainer.max_steps",
+    "trainer.max_epochs",
+    "trainer.default_root_dir",
+    "torch_threads",
+)
+
+
+def resume_changes(known: dict[str, str], params: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """The logged params a resumed run now sets differently: {key: (first value, new value)}."""
+    return {
+        key: (known[key], str(value))
+        for key, value in sorted(params.items())
+        if key in known
+        and known[key] != str(value)
+        and key not in RESUME_KEYS
+        and not key.startswith("paths.")
+    }
+
+
+def record_resume_changes(client: Any, run_id: str, known: dict[str, str], params: dict) -> None:
+    """Warn, and tag the run, when a resume changes its hyper-parameters.
+
+    MLflow keeps a param's first value, so without this the compare view would show the
+    first start's value for a run whose later steps used another one.
+    """
+    changes = resume_changes(known, params)
+    if not changes:
+        return
+    listing = "; ".join(f"{k}: {old} -> {new}" for k, (old, new) in changes.items())
+    log.warning("resuming run %s with changed hyper-parameters: %s", run_id, listing)
+    client.set_tag(run_id, "resume_changed_params", listing[:5000])
 
 
 def _started_mlflow(loggers: list[Any]) -> list[Any]:

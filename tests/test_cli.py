@@ -200,6 +200,10 @@ def test_single_run_lands_in_mlflow_and_resumes(tmp_path):
     assert val_steps.count(0) == 1  # a resume does not evaluate step 0 again
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")]
     assert max(steps) >= 7 and min(steps) <= 1
+    # The param keeps its first value (MLflow), and the run says what the resume changed.
+    resumed = client.get_run(run.info.run_id)
+    assert resumed.data.params["model.lr"] == "0.1"
+    assert resumed.data.tags["resume_changed_params"] == "model.lr: 0.1 -> 0.05"
 
 
 @pytest.mark.slow
@@ -238,3 +242,27 @@ def test_report_command_reaches_the_report(tmp_path):
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "docs").exists()
+
+
+def test_resume_changes_lists_changed_params_not_resume_knobs():
+    from suite.run import resume_changes
+
+    known = {
+        "model.lr": "0.1",
+        "seed": "0",
+        "ckpt_path": "None",
+        "trainer.max_steps": "4",
+        "paths.root": "/a",
+        "model.beta": "15",
+    }
+    new = {
+        "model.lr": "0.05",
+        "seed": "0",
+        "ckpt_path": "last",
+        "trainer.max_steps": "8",
+        "paths.root": "/b",
+        "model.beta": "15",
+        "model.extra": "1",
+    }
+    assert resume_changes(known, new) == {"model.lr": ("0.1", "0.05")}
+    assert resume_changes(known, known) == {}
