@@ -1,7 +1,8 @@
 """Sampler throughput: plain vs CFG, KV cache vs recomputation, and a transformers peer.
 
 Measures what CFG distillation buys (paper section 1: CFG doubles inference cost) on the
-suite's `TokenLM` (suite/models/lm.py) with `suite.sampling.sample`:
+suite's `TokenLM` (suite/models/lm.py) behind the policy interface (`TokenLMPolicy`) with
+`suite.sampling.sample`, the loop every policy is sampled by:
 
 1. tokens/s of plain sampling and of CFG (gamma 3, one batched forward of 2B rows) at
    batch 1, 16, 64, and the CFG / plain time ratio;
@@ -27,6 +28,7 @@ import torch
 
 from suite.models.lm import SIZES, TokenLM
 from suite.music.tokens import SEQ_LEN, VOCAB_SIZE
+from suite.policies.music import TokenLMPolicy
 from suite.sampling import sample
 
 
@@ -96,6 +98,7 @@ def main() -> None:
     torch.manual_seed(0)
 
     model = TokenLM(vocab_size=VOCAB_SIZE, seq_len=SEQ_LEN, **SIZES[args.size]).eval()
+    policy = TokenLMPolicy(model).eval()
     gpt2 = build_gpt2(model)
     L = model.seq_len
     gen = torch.Generator().manual_seed(0)
@@ -107,15 +110,16 @@ def main() -> None:
         f"{sum(p.numel() for p in gpt2.parameters()) / 1e6:.2f}M params"
     )
     # Warm-up (first-call allocations, lazy imports).
-    sample(model, torch.randn(2, model.cond_dim), length=4, generator=gen)
+    sample(policy, policy.cond_from_vectors(torch.randn(2, model.cond_dim)), length=4, generator=gen)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         gpt2_generate(gpt2, 2, 4)
 
     rows = []
     for B in batches:
-        cond = torch.randn(B, model.cond_dim)
-        neg = torch.zeros(1, model.cond_dim)
+        vectors = torch.randn(B, model.cond_dim)
+        cond = policy.cond_from_vectors(vectors)
+        neg = policy.cond_from_vectors(torch.zeros(1, model.cond_dim))
         best = {
             "plain": float("inf"),
             "cfg": float("inf"),
@@ -123,12 +127,12 @@ def main() -> None:
             "hf": float("inf"),
         }
         contenders = {
-            "plain": (sample, (model, cond), {"generator": gen}),
-            "cfg": (sample, (model, cond), {"neg_cond": neg, "gamma": 3.0, "generator": gen}),
+            "plain": (sample, (policy, cond), {"generator": gen}),
+            "cfg": (sample, (policy, cond), {"neg_cond": neg, "gamma": 3.0, "generator": gen}),
             "hf": (gpt2_generate, (gpt2, B, L), {}),
         }
         if not args.no_recompute:
-            contenders["recompute"] = (sample_recompute, (model, cond, gen), {})
+            contenders["recompute"] = (sample_recompute, (model, vectors, gen), {})
         for _ in range(args.repeats):
             for name, (fn, fn_args, fn_kwargs) in contenders.items():
                 best[name] = min(best[name], timed(fn, *fn_args, **fn_kwargs))

@@ -20,11 +20,12 @@ from pathlib import Path
 
 import torch
 
-from lightning_modules.evaluation import generate
 from lightning_modules.student import DistillStudent
 from suite.models.lm import SIZES, TokenLM
 from suite.models.vit import AudioEmbedder, embedder_config
+from suite.music.prompts import load_prompt_records, prompt_set
 from suite.music.tokens import SEQ_LEN, VOCAB_SIZE
+from suite.rollout import generate
 
 
 def build(tmp: Path, args) -> DistillStudent:
@@ -32,7 +33,7 @@ def build(tmp: Path, args) -> DistillStudent:
     TokenLM(VOCAB_SIZE, SEQ_LEN, **SIZES["tiny"]).save(tmp / "lm.pt")
     AudioEmbedder(embedder_config("tiny")).save(tmp / "emb.pt")
     m = DistillStudent(
-        base_lm=str(tmp / "lm.pt"),
+        policy={"name": "music", "checkpoint": str(tmp / "lm.pt")},
         embedder=str(tmp / "emb.pt"),
         n_generations=args.n,
         beta=15.0,
@@ -43,9 +44,9 @@ def build(tmp: Path, args) -> DistillStudent:
 
 
 def prompts(b: int, seed: int) -> dict:
-    g = torch.Generator().manual_seed(seed)
-    cond = torch.nn.functional.normalize(torch.randn(b, 384, generator=g), dim=-1)
-    return {"prompt": ["p"] * b, "cond": cond}
+    """b training prompts (the policy encodes them; the text tower caches their vectors)."""
+    lines = [r["prompt"] for r in load_prompt_records(prompt_set("train"))]
+    return {"prompt": [lines[(seed * b + i) % len(lines)] for i in range(b)]}
 
 
 def bench_step(m: DistillStudent, args) -> dict[str, list[float]]:
@@ -71,14 +72,16 @@ def bench_step(m: DistillStudent, args) -> dict[str, list[float]]:
 
 
 def bench_inference(m: DistillStudent, args) -> dict[str, float]:
-    cond = prompts(args.prompts, 99)["cond"]
+    cond = m.encode(m.policy, prompts(args.prompts, 99)["prompt"])
+    neg = m.negative(m.teacher, "Bad audio quality.")
+    allowed = m.teacher.allowed_mask()
     out: dict[str, list[float]] = {"student (plain)": [], "teacher (CFG, gamma 3)": []}
     for rep in range(args.steps + 1):
         t0 = time.perf_counter()
-        generate(m.student, cond, args.n, temperature=0.99, allowed=m.allowed)
+        generate(m.policy, cond, args.n, temperature=0.99, allowed=allowed)
         t1 = time.perf_counter()
-        generate(m.teacher, cond, args.n, temperature=0.99, gamma=3.0, neg_cond=m.neg_cond,
-                 allowed=m.allowed)  # fmt: skip
+        generate(m.teacher, cond, args.n, temperature=0.99, gamma=3.0, neg_cond=neg,
+                 allowed=allowed)  # fmt: skip
         t2 = time.perf_counter()
         if rep:
             out["student (plain)"].append(t1 - t0)

@@ -10,8 +10,8 @@ spec and code version that made it.
 Jobs name what they need with `resolve(kind, value)`:
 - a `str` is a checkpoint path that must exist (a user's own model);
 - a mapping is an artifact spec `{"seed", "data": {...}, "model": {...}, "train": {...}}`;
-  the artifact is built if missing (one log line, a progress bar, an MLflow run when
-  `SUITE_MLFLOW_URI` is set by `suite.run`) and its `model.pt` path returned.
+  the artifact is built if missing (one log line, a progress bar, an MLflow run in the
+  store the run task configured, `lightning_modules.tracking`) and its `model.pt` path returned.
 
 Call `resolve` from `prepare_data()` / `setup()` only, so that constructing a job stays
 cheap and `python -m suite prepare` builds everything a job needs.
@@ -104,19 +104,10 @@ def artifact_metrics(path: Path) -> dict[str, float]:
     return json.loads(file.read_text()) if file.is_file() else {}
 
 
-def _mlflow_logger(kind: str, folder: Path):
-    uri = os.environ.get("SUITE_MLFLOW_URI")
-    if not uri:
-        return False
-    from lightning.pytorch.loggers import MLFlowLogger
+def _mlflow_logger(kind: str, folder: Path, spec: dict[str, Any]):
+    from lightning_modules import tracking
 
-    name = folder.name.split(".tmp-")[0].lstrip(".")
-    return MLFlowLogger(
-        experiment_name=os.environ.get("SUITE_MLFLOW_EXPERIMENT", "cfg-distill"),
-        run_name=f"prepare-{name}",
-        tracking_uri=uri,
-        tags={"stage": "prepare", "artifact": kind},
-    )
+    return tracking.artifact_logger(kind, folder.name.split(".tmp-")[0].lstrip("."), spec)
 
 
 def train_artifact(kind: str, spec: dict[str, Any], folder: Path) -> None:
@@ -137,7 +128,7 @@ def train_artifact(kind: str, spec: dict[str, Any], folder: Path) -> None:
         **model_kwargs, **{k: v for k, v in train.items() if k not in _TRAINER_KEYS}
     )
     datamodule = _load(data_target)(**fixed_data, **spec.get("data", {}))
-    logger = _mlflow_logger(kind, folder)
+    logger = _mlflow_logger(kind, folder, spec)
     trainer = pl.Trainer(
         accelerator=train.get("accelerator", "auto"),
         devices=1,

@@ -33,7 +33,7 @@ class AudioJob(L.LightningModule):
     def _model_from(self, model_cls, config_cls, presets: dict, preset: str, model_config):
         """The plain model from a named preset or an explicit config dict (which wins); records
         its config as the hyper-parameter `model_config` so `from_checkpoint` can rebuild it.
-        Call after `save_hyperparameters(ignore=["model_config"])`."""
+        Call after `save_hyperparameters(ignore=["model_config"], logger=False)`."""
         if model_config is None and preset not in presets:
             raise ValueError(
                 f"{type(self).__name__}: unknown preset {preset!r}; known: {sorted(presets)}"

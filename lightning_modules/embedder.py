@@ -36,7 +36,7 @@ class EmbedderJob(AudioJob):
     ):
         super().__init__()
         self._check_optim(lr, weight_decay, warmup_steps, max_steps)
-        self.save_hyperparameters(ignore=["model_config"])
+        self.save_hyperparameters(ignore=["model_config"], logger=False)
         self.model = self._model_from(
             AudioEmbedder, EmbedderConfig, EMBEDDER_PRESETS, preset, model_config
         )

@@ -29,7 +29,7 @@ class PreferenceJob(AudioJob):
     ):
         super().__init__()
         self._check_optim(lr, weight_decay, warmup_steps, max_steps)
-        self.save_hyperparameters(ignore=["model_config"])
+        self.save_hyperparameters(ignore=["model_config"], logger=False)
         self.model = self._model_from(
             PreferenceModel, PreferenceConfig, PREFERENCE_PRESETS, preset, model_config
         )

@@ -29,8 +29,10 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from suite.models.lm import COND_DIM, TokenLM, load_lm
-from suite.sampling import sample
+from suite.models.lm import COND_DIM, TokenLM
+from suite.models.lm_checkpoint import load_lm
+from suite.policies.music import TokenLMPolicy
+from suite.rollout import generate
 
 __all__ = ["PretrainLM", "cosine_with_warmup", "load_lm", "token_hamming_diversity"]
 
@@ -66,11 +68,11 @@ def oracle_judge(tokens: torch.Tensor, prompts: list) -> dict:
     """The oracle judge as a `judge` for generation evals: mean quality and adherence.
 
     tokens [B, L] with one prompt per row; adherence averages only over prompts in which the
-    oracle recognises an attribute (see `lightning_modules.evaluation.oracle_scores`).
+    oracle recognises an attribute (see `suite.policies.music.MusicOracle`).
     """
-    from lightning_modules.evaluation import oracle_scores
+    from suite.policies.music import MusicOracle
 
-    scores = oracle_scores(tokens[:, None, :], list(prompts))  # [B, 1] each
+    scores = MusicOracle().scores(tokens[:, None, None, :], list(prompts))  # [B, 1] each
     return {
         "oracle_quality": float(scores["quality"].mean()),
         "oracle_adherence": float(torch.nanmean(scores["adherence"])),
@@ -145,7 +147,7 @@ class PretrainLM(L.LightningModule):
         )
         _check("eval_gammas", eval_gammas, all(g >= 0 for g in eval_gammas), "all >= 0")
         _check("eval_temperature", eval_temperature, eval_temperature > 0, "> 0")
-        self.save_hyperparameters(ignore=["judge", "eval_neg_cond", "allowed"])
+        self.save_hyperparameters(ignore=["judge", "eval_neg_cond", "allowed"], logger=False)
         self.hparams["betas"] = betas
         self.hparams["eval_gammas"] = eval_gammas
         self.model = TokenLM(
@@ -259,20 +261,18 @@ class PretrainLM(L.LightningModule):
         `{"val/g{gamma}/token_diversity": ..., "val/g{gamma}/<judge key>": ...}` (floats)."""
         hp = self.hparams
         N, P = hp.eval_samples_per_prompt, cond.shape[0]
-        rows = cond.repeat_interleave(N, dim=0)  # [P*N, C], prompt-major
+        policy = TokenLMPolicy(self.model, self.allowed)
+        rows = policy.cond_from_vectors(cond)  # [P] rows; generate repeats each N times
+        neg = policy.cond_from_vectors(self.eval_neg_cond[None])  # [1] row
         row_prompts = [p for p in prompts for _ in range(N)]
         gen = torch.Generator(device=cond.device).manual_seed(hp.eval_seed + seed_offset)
         out: dict[str, float] = {}
         for gamma in hp.eval_gammas:
-            tokens = sample(
-                self.model,
-                rows,
-                neg_cond=self.eval_neg_cond,
-                gamma=gamma,
-                temperature=hp.eval_temperature,
-                allowed=self.allowed,
-                generator=gen,
-            ).tokens  # [P*N, L]
+            tokens, _ = generate(
+                policy, rows, N, neg_cond=neg, gamma=gamma, temperature=hp.eval_temperature,
+                allowed=policy.allowed_mask(), generator=gen,
+            )  # [P, N, 1, L]  # fmt: skip
+            tokens = tokens[:, :, 0].reshape(P * N, -1)  # [P*N, L]
             tag = f"val/g{gamma:g}"
             div = token_hamming_diversity(tokens.view(P, N, -1)).mean()
             out[f"{tag}/token_diversity"] = float(div)

@@ -2,7 +2,7 @@
 
 A job that needs an artifact asks for it by kind and config; `ensure` returns its folder,
 building it first when it is missing (one log line says so, the builder shows a progress
-bar). Every artifact folder holds a `record.json`:
+bar); `find_built` only looks an already-built one up. Every artifact folder holds a `record.json`:
 
     {"kind": ..., "version": ..., "config": {...}, "source_hash": ..., "git_commit": ...,
      "created": ..., "build_seconds": ...}
@@ -101,6 +101,25 @@ def read_record(folder: Path) -> dict[str, Any] | None:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
+
+
+def find_built(kind: str, config: dict[str, Any], root: Path | None = None) -> Path | None:
+    """The folder of an already-built artifact (kind, config), or None; never builds.
+
+    For callers that may not import the builders (they hold each kind's version): a folder
+    `<root>/<kind>-*` qualifies when its record names this kind and config and its name is
+    the hash of kind, the record's version and config. The highest version wins.
+    """
+    text = canonical(config)
+    found: list[tuple[int, Path]] = []
+    for folder in Path(root or default_root()).glob(f"{kind}-*"):
+        record = read_record(folder) if folder.is_dir() else None
+        if not record or record.get("kind") != kind or canonical(record.get("config")) != text:
+            continue
+        version = record.get("version")
+        if isinstance(version, int) and folder == artifact_dir(kind, version, config, root):
+            found.append((version, folder))
+    return max(found)[1] if found else None
 
 
 @contextlib.contextmanager

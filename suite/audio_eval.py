@@ -15,20 +15,23 @@ corpus, 20000 pieces, which holds every piece the artifacts and the students tra
   correlation of its score with the oracle's quality.
 
 Run: `python -m suite.audio_eval --embedder PATH --scorer PATH --preference PATH`
-(paths default to the tiny artifacts); it prints a Markdown table and writes
-`docs/audio_models.csv` when `--out` is given.
+(paths default to the tiny artifacts, which must be built already: `python -m suite prepare
+--config conf/prepare.yaml`; they are looked up in `artifacts/` by their spec, never built
+here); it prints a Markdown table and writes `docs/audio_models.csv` when `--out` is given.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 from scipy import stats
 
+from suite import artifacts
 from suite.models.preference import PreferenceModel
 from suite.models.retrieval import recall_at_k, roc_auc
 from suite.models.scorer import MuLanScorer
@@ -37,6 +40,9 @@ from suite.models.vit import AudioEmbedder
 from suite.music import oracle
 from suite.music.corpus import build_corpus
 from suite.music.render import AUDIO_SAMPLES, render
+
+TINY_SPECS = "conf/artifacts/tiny.yaml"  # the default artifacts' build specs
+MODEL_FILE = "model.pt"  # the model file the artifact builders write into each folder
 
 
 @torch.no_grad()
@@ -93,9 +99,26 @@ def evaluate(embedder_path, scorer_path, preference_path, n: int = 500, skip: in
     return out
 
 
-def main(argv: list[str] | None = None) -> None:
-    from lightning_modules.artifacts import resolve  # the tiny artifacts by default
+def _checkpoint(kind: str, value: str | dict) -> Path:
+    """A checkpoint path given by the user (must exist), or the model file of the
+    already-built artifact of a spec; a missing artifact is a one-line error (exit 2)."""
+    if isinstance(value, str):
+        path = Path(value).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"{kind}: checkpoint file not found: {path}")
+        return path
+    folder = artifacts.find_built(kind, value)
+    if folder is None or not (folder / MODEL_FILE).is_file():
+        print(
+            f"error: no built {kind} artifact of {TINY_SPECS} under {artifacts.default_root()}; "
+            "build it with `python -m suite prepare --config conf/prepare.yaml`",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+    return folder / MODEL_FILE
 
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--embedder")
     parser.add_argument("--scorer")
@@ -111,11 +134,11 @@ def main(argv: list[str] | None = None) -> None:
         from omegaconf import OmegaConf
 
         specs = OmegaConf.to_container(
-            OmegaConf.load(Path(__file__).resolve().parent.parent / "conf/artifacts/tiny.yaml")
+            OmegaConf.load(Path(__file__).resolve().parent.parent / TINY_SPECS)
         )
         specs = OmegaConf.to_container(OmegaConf.create({"artifacts": specs}), resolve=True)
         for kind in ("embedder", "scorer", "preference"):
-            paths[kind] = getattr(args, kind) or resolve(kind, specs["artifacts"][kind])
+            paths[kind] = _checkpoint(kind, getattr(args, kind) or specs["artifacts"][kind])
     else:
         paths = {k: getattr(args, k) for k in ("embedder", "scorer", "preference")}
     torch.set_num_threads(max(1, torch.get_num_threads()))

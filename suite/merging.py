@@ -6,8 +6,8 @@
   section 3.4, Wortsman et al. 2022).
 - `slerp`: per-tensor spherical interpolation (an extra, not used by the paper).
 - `task_arithmetic`: base + sum_i w_i (theta_i - base) (Ilharco et al. 2023; an extra).
-- `save_merged` / `load_merged`: safetensors export with a JSON record of the sources and
-  coefficients.
+
+Merged weights are written as exports with their provenance by `suite.policies.exports`.
 
 Rules shared by every merge: float tensors are combined in float32 or wider and cast back to
 their own dtype (bf16 / fp16 arithmetic would lose the small differences between fine-tunes);
@@ -18,18 +18,13 @@ across models, otherwise a ValueError lists every offending key.
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import torch
 
 StateDict = Mapping[str, torch.Tensor]
 
-_RECORD_KEY = "merge_record"
 _MAX_LISTED = 20  # offending keys listed in an error message before "... and k more"
 
 
@@ -223,68 +218,3 @@ def task_arithmetic(
 # --------------------------------------------------------------------------------------------
 # Export
 # --------------------------------------------------------------------------------------------
-
-
-def _sidecar(path: Path) -> Path:
-    return path.with_name(path.name + ".json")
-
-
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def save_merged(state: StateDict, path: str | os.PathLike, record: dict) -> Path:
-    """Write a merged state dict as safetensors with its JSON `record`; returns the path.
-
-    `record` must say where the weights came from: at least "sources" (e.g. checkpoint paths)
-    and "coefficients" (e.g. [1 - lambda, lambda]); anything JSON-serialisable may be added.
-    It is stored in the safetensors metadata (key "merge_record") and, for people and tools
-    that do not read safetensors headers, in a sidecar `<path>.json`. Both files are written
-    to temporary files first and renamed into place, so an error leaves nothing half-written.
-    """
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    if not isinstance(record, dict):
-        raise TypeError(f"save_merged: record must be a dict, got {type(record).__name__}")
-    missing = [k for k in ("sources", "coefficients") if k not in record]
-    if missing:
-        raise ValueError(f"save_merged: record lacks required keys {missing}")
-    try:
-        record_json = json.dumps(record, sort_keys=True)
-    except (TypeError, ValueError) as err:
-        raise TypeError(f"save_merged: record is not JSON-serialisable: {err}") from err
-    _check_compatible("save_merged", [state], ["state"])
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"save_merged: directory {path.parent} does not exist")
-    # safetensors refuses shared or non-contiguous storage; merged tensors are fresh anyway.
-    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
-    sidecar = _sidecar(path)
-    _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={_RECORD_KEY: record_json}))
-    _atomic_write(sidecar, lambda tmp: Path(tmp).write_text(record_json + "\n"))
-    return path
-
-
-def load_merged(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
-    """Read a file written by `save_merged`: returns `(state_dict on CPU, record)`."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"load_merged: no merged weights file at {path}")
-    with safe_open(str(path), framework="pt") as handle:
-        metadata = handle.metadata() or {}
-    if _RECORD_KEY not in metadata:
-        raise ValueError(
-            f"load_merged: {path} has no '{_RECORD_KEY}' metadata; was it written by save_merged?"
-        )
-    return load_file(str(path)), json.loads(metadata[_RECORD_KEY])

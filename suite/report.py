@@ -30,406 +30,50 @@ with the metrics) leaves no file. The report is also logged to MLflow as a run n
 Run classification uses what the run task logs as params: `model._target_` (the student's
 `DistillStudent`, the evaluator's `MergedEvaluator`) and, for evaluator runs, the `front`
 param of the `conf/eval_*.yaml` experiments (falling back to the `sweep` tag).
-No Lightning or Hydra here: only MLflow, numpy and matplotlib.
+No Lightning or Hydra here: only MLflow, numpy and matplotlib. The parts: report_runs.py
+(reading MLflow: runs, fronts, trajectories), report_tables.py (hypervolume, tables 1-3),
+report_figures.py (figures 1, 3, 4); this module assembles and writes the report.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import io
-import math
 import os
 import re
 import shutil
 import sys
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-QUALITY = "eval/quality"
-DIVERSITY = "eval/diversity"
-FRONT_PARAMS = ("lambda", "gamma", "temperature")  # what may vary along a front
-SIDE_BY_SIDE = "side-by-side"  # the `front` of conf/eval_sbs.yaml runs: tables 2-3, not a curve
-_FINISHED = "FINISHED"
-
-
-# --------------------------------------------------------------------------------------------
-# Hypervolume (2-D, both objectives maximised)
-# --------------------------------------------------------------------------------------------
-
-
-def hypervolume_2d(points: Sequence[Sequence[float]], reference: Sequence[float]) -> float:
-    """Area dominated by `points [k, 2]` and dominating `reference (x, y)`, both maximised.
-
-    The union of the rectangles [ref_x, x_i] x [ref_y, y_i]: sweep the points by x
-    descending and add each one's strip above the highest y seen so far. Points that do not
-    strictly dominate the reference in both coordinates add nothing. O(k log k).
-    """
-    ref = np.asarray(reference, dtype=np.float64)
-    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-    if ref.shape != (2,) or not np.all(np.isfinite(ref)):
-        raise ValueError(f"hypervolume_2d: reference must be 2 finite numbers, got {reference!r}")
-    if not np.all(np.isfinite(pts)):
-        raise ValueError("hypervolume_2d: points must be finite")
-    pts = pts[(pts[:, 0] > ref[0]) & (pts[:, 1] > ref[1])]
-    order = np.argsort(-pts[:, 0], kind="stable")
-    area, top = 0.0, ref[1]
-    for x, y in pts[order]:
-        if y > top:
-            area += (x - ref[0]) * (y - top)
-            top = y
-    return float(area)
-
-
-def pareto_mask(points: np.ndarray) -> np.ndarray:
-    """True for the points no other point dominates (>= in both, > in one), `[k, 2] -> [k]`."""
-    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-    keep = np.ones(len(pts), dtype=bool)
-    for i, p in enumerate(pts):
-        others = np.delete(pts, i, axis=0)
-        dominated = np.all(others >= p, axis=1) & np.any(others > p, axis=1)
-        keep[i] = not dominated.any()
-    return keep
-
-
-# --------------------------------------------------------------------------------------------
-# Reading MLflow
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class RunPoint:
-    """One finished run: its final metrics and the params that place it on a front."""
-
-    run_id: str
-    name: str
-    params: dict[str, str]
-    metrics: dict[str, float]
-    tags: dict[str, str]
-
-    @property
-    def target(self) -> str:
-        return self.params.get("model._target_", "")
-
-    def value(self, key: str) -> float | None:
-        raw = self.params.get(key)
-        try:
-            out = float(raw) if raw is not None else None
-        except ValueError:
-            return None
-        return out if out is not None and math.isfinite(out) else None
-
-
-@dataclass
-class Front:
-    """Evaluated runs of one curve of figure 3, ordered by the param that varies."""
-
-    name: str
-    runs: list[RunPoint]
-    varies: str | None = None  # lambda / gamma / temperature, None for a single point
-
-    def xy(self, quality: str, diversity: str) -> np.ndarray:
-        """`[k, 2]` (diversity, quality) of the runs that logged both, in front order."""
-        return np.array(
-            [
-                [r.metrics[diversity], r.metrics[quality]]
-                for r in self.runs
-                if quality in r.metrics and diversity in r.metrics
-            ]  # fmt: skip
-        ).reshape(-1, 2)
-
-
-@dataclass
-class Trajectory:
-    """A student run's evaluations along training: steps, quality, diversity."""
-
-    name: str
-    steps: list[int] = field(default_factory=list)
-    quality: list[float] = field(default_factory=list)
-    diversity: list[float] = field(default_factory=list)
-
-
-def _client(tracking_uri: str):
-    import mlflow
-
-    if tracking_uri.startswith("sqlite:///"):
-        db = Path(tracking_uri.removeprefix("sqlite:///"))
-        if not db.is_file():  # MlflowClient would create an empty database: refuse instead
-            raise FileNotFoundError(f"report: no MLflow database at {db} ({tracking_uri})")
-    return mlflow.MlflowClient(tracking_uri=tracking_uri)
-
-
-def load_runs(client, experiment: str, sweep: str | None = None) -> list[RunPoint]:
-    """The finished runs of `experiment` (optionally of one sweep), report runs excluded."""
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        names = sorted(e.name for e in client.search_experiments())
-        raise ValueError(f"report: no MLflow experiment named {experiment!r}; found {names}")
-    runs = client.search_runs([exp.experiment_id], max_results=50_000)
-    if not runs:
-        raise ValueError(
-            f"report: experiment {experiment!r} has no runs; run the sweeps first, e.g. "
-            f"`python -m suite test --config sweeps/lambda.yaml`"
-        )
-    finished = [
-        r for r in runs if r.info.status == _FINISHED and r.data.tags.get("stage") != "report"
-    ]
-    if not finished:
-        statuses = sorted({r.info.status for r in runs})
-        raise ValueError(
-            f"report: experiment {experiment!r} has {len(runs)} runs but none FINISHED "
-            f"(statuses {statuses}); wait for the sweeps to finish or rerun the failed jobs"
-        )
-    if sweep is not None:
-        finished = [r for r in finished if r.data.tags.get("sweep") == sweep]
-        if not finished:
-            sweeps = sorted({r.data.tags["sweep"] for r in runs if "sweep" in r.data.tags})
-            raise ValueError(
-                f"report: sweep {sweep!r} is empty: no finished run of experiment "
-                f"{experiment!r} is tagged sweep={sweep}; sweeps present: {sweeps}"
-            )
-    return [
-        RunPoint(
-            r.info.run_id,
-            r.info.run_name or r.info.run_id,
-            dict(r.data.params),
-            dict(r.data.metrics),
-            dict(r.data.tags),
-        )  # fmt: skip
-        for r in sorted(finished, key=lambda r: (r.info.start_time or 0, r.info.run_id))
-    ]
-
-
-def student_label(run: RunPoint) -> str:
-    for key in ("diversity.beta", "model.beta", "beta"):
-        if key in run.params:
-            return f"beta={run.params[key]} ({run.name})"
-    return run.name
-
-
-def trajectories(
-    client, runs: Sequence[RunPoint], quality: str, diversity: str
-) -> list[Trajectory]:
-    """Evaluation histories of the student runs (figure 1's lines)."""
-    out = []
-    for run in runs:
-        if not run.target.endswith("DistillStudent"):
-            continue
-        q = {m.step: m.value for m in client.get_metric_history(run.run_id, quality)}
-        d = {m.step: m.value for m in client.get_metric_history(run.run_id, diversity)}
-        steps = sorted(set(q) & set(d))
-        if steps:
-            out.append(Trajectory(student_label(run), steps, [q[s] for s in steps],
-                                  [d[s] for s in steps]))  # fmt: skip
-    return out
-
-
-def fronts(runs: Sequence[RunPoint]) -> list[Front]:
-    """Group the evaluator runs by their `front` param (else `sweep` tag) and order them."""
-    groups: dict[str, list[RunPoint]] = {}
-    for run in runs:
-        if run.target.endswith("DistillStudent"):
-            continue
-        if not (run.target.endswith("MergedEvaluator") or "front" in run.params):
-            continue
-        if run.params.get("front") == SIDE_BY_SIDE:
-            continue
-        name = run.params.get("front") or run.tags.get("sweep") or "other"
-        groups.setdefault(name, []).append(run)
-    out = []
-    for name, members in groups.items():
-        varies = None
-        for key in FRONT_PARAMS:
-            values = {m.value(key) for m in members}
-            if len(values) > 1 and None not in values:
-                varies = key
-                break
-        if varies is not None:
-            members = sorted(members, key=lambda m: m.value(varies))
-        out.append(Front(name, members, varies))
-    return sorted(out, key=lambda f: f.name)
-
-
-# --------------------------------------------------------------------------------------------
-# Tables
-# --------------------------------------------------------------------------------------------
-
-
-def _fmt(value) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e5):
-            return f"{value:.2e}"
-        return f"{value:.4g}"
-    return str(value)
-
-
-@dataclass
-class Table:
-    title: str
-    header: list[str]
-    rows: list[list]
-
-    def markdown(self) -> str:
-        lines = [f"### {self.title}", "", "| " + " | ".join(self.header) + " |",
-                 "|" + "|".join("---" for _ in self.header) + "|"]  # fmt: skip
-        lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in self.rows]
-        return "\n".join(lines) + "\n"
-
-    def csv(self) -> str:
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(self.header)
-        writer.writerows([["" if v is None else v for v in row] for row in self.rows])
-        return buffer.getvalue()
-
-
-def vendi_table(runs: Sequence[RunPoint]) -> Table:
-    """Table 1 (appendix D.4): Vendi and 1 - mean per evaluated model, most diverse first."""
-    rows = [
-        [r.name, r.params.get("front", ""), r.metrics["eval/vendi"],
-         r.metrics.get("eval/one_minus_mean"), r.metrics.get("eval/n_vendi_generations")]
-        for r in runs if "eval/vendi" in r.metrics and not r.target.endswith("DistillStudent")
-        and r.params.get("front") != SIDE_BY_SIDE
-    ]  # fmt: skip
-    rows.sort(key=lambda row: -row[2])
-    return Table("Table 1: Vendi score and 1 - mean (appendix D.4)",
-                 ["model", "front", "vendi", "one_minus_mean", "generations"], rows)  # fmt: skip
-
-
-RUN_PARAMS = ("front", "beta", "lambda", "gamma", "temperature", "sources", "baseline")
-RUN_METRICS = ("eval/quality", "eval/diversity", "eval/oracle_quality", "eval/mulan",
-               "eval/preference", "eval/vendi", "eval/one_minus_mean", "eval/fad",
-               "eval/kl_teacher", "eval/entropy", "eval/winrate_quality",
-               "eval/winrate_diversity")  # fmt: skip
-
-
-def runs_table(runs: Sequence[RunPoint]) -> Table:
-    """Every run's final metrics and the params that place it (the raw numbers, as CSV).
-
-    Students show their last evaluation (the final value MLflow keeps per metric)."""
-    rows = [
-        [r.name, "student" if r.target.endswith("DistillStudent") else "evaluator"]
-        + [r.params.get(k, "") for k in RUN_PARAMS]
-        + [r.metrics.get(k) for k in RUN_METRICS]
-        for r in runs
-        if r.target.endswith(("DistillStudent", "MergedEvaluator"))
-    ]
-    return Table("Every run: final metrics", ["run", "kind", *RUN_PARAMS, *RUN_METRICS], rows)
-
-
-def _model_a(run: RunPoint) -> str:
-    """A side-by-side run's model A by its name in the pair (e.g. beta15), else the run name."""
-    name = run.params.get("model_a")
-    if run.params.get("front") == SIDE_BY_SIDE and name:
-        return run.params.get(f"models.{name}.name", name)
-    return run.name
-
-
-def winrate_table(runs: Sequence[RunPoint], kind: str, number: int) -> Table:
-    """Tables 2 / 3 (appendix E): side-by-side results of each run against its baseline.
-
-    When the experiment holds side-by-side runs (sweeps/sbs.yaml: the paper's ten pairs),
-    the tables hold those pairs only; otherwise every evaluated run against its baseline.
-    """
-    key = f"eval/winrate_{kind}"
-    rows = []
-    sbs = [r for r in runs if r.params.get("front") == SIDE_BY_SIDE]
-    for r in sbs or runs:
-        if key not in r.metrics:
-            continue
-        m = r.metrics
-        rows.append([
-            _model_a(r), r.params.get("baseline", r.params.get("model.baseline.name", "")),
-            int(m.get(f"{key}_wins", 0)), int(m.get(f"{key}_losses", 0)),
-            int(m.get(f"{key}_ties", 0)), m[key], m.get(f"{key}_p_ttest"),
-            m.get(f"{key}_p_wilcoxon"), m.get(f"{key}_p_sign"),
-        ])  # fmt: skip
-    return Table(
-        f"Table {number}: side-by-side {kind} judged by the oracle (appendix E)",
-        ["model_a", "model_b", "wins_a", "wins_b", "ties", "win_rate_a", "p_ttest",
-         "p_wilcoxon", "p_sign"], rows,
-    )  # fmt: skip
-
-
-# --------------------------------------------------------------------------------------------
-# Figures
-# --------------------------------------------------------------------------------------------
-
-
-def _figure(width: float, height: float, cols: int = 1):
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=120)
-    axes = [fig.add_subplot(1, cols, i + 1) for i in range(cols)]
-    return fig, axes
-
-
-def plot_quality_diversity(
-    path: Path, trajs: Sequence[Trajectory], fronts_: Sequence[Front], quality: str, diversity: str
-) -> None:
-    """Figures 1 and 3: diversity on x, quality on y."""
-    fig, (ax,) = _figure(7.5, 5.5)
-    for traj in trajs:
-        line = ax.plot(traj.diversity, traj.quality, "-", alpha=0.5, lw=1)[0]
-        ax.plot(traj.diversity[-1:], traj.quality[-1:], "o", ms=8, color=line.get_color(),
-                label=f"{traj.name} (training)")  # fmt: skip
-        ax.plot(traj.diversity[:-1], traj.quality[:-1], ".", color=line.get_color(), alpha=0.5)
-    for front in fronts_:
-        xy = front.xy(quality, diversity)
-        if len(xy) == 0:
-            continue
-        if front.varies is None:
-            ax.plot(xy[:, 0], xy[:, 1], "x", ms=11, mew=2.5, label=front.name)
-        else:
-            ax.plot(
-                xy[:, 0], xy[:, 1], "-o", ms=3.5, lw=1.5, label=f"{front.name} ({front.varies})"
-            )
-    ax.set_xlabel(f"diversity ({diversity})")
-    ax.set_ylabel(f"quality ({quality})")
-    ax.set_title("Quality-diversity trade-off (figures 1 and 3)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    fig.savefig(path)
-
-
-def _against(ax, front: Front, metric: str, label: str, diagonal: bool) -> None:
-    x = np.array([r.value(front.varies) for r in front.runs if metric in r.metrics])
-    y = np.array([r.metrics[metric] for r in front.runs if metric in r.metrics])
-    ax.plot(x, y, "-o", ms=4, label=front.name)
-    if diagonal and len(x) >= 2:  # the linear trade-off between the endpoints (figure 4)
-        ax.plot([x[0], x[-1]], [y[0], y[-1]], "--", color="grey", label="diagonal")
-    ax.set_xlabel(front.varies)
-    ax.set_ylabel(label)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-
-
-def plot_lambda(path: Path, lerp: Front, cfg: Front | None, quality: str, diversity: str) -> None:
-    """Figure 4: quality and diversity vs lambda with the diagonal between the endpoints
-    (left), and vs gamma for CFG (right)."""
-    panels = [(lerp, quality, "quality"), (lerp, diversity, "diversity")]
-    if cfg is not None:
-        panels += [(cfg, quality, "quality"), (cfg, diversity, "diversity")]
-    fig, axes = _figure(3.6 * len(panels), 3.6, cols=len(panels))
-    for ax, (front, metric, label) in zip(axes, panels):
-        _against(ax, front, metric, f"{label} ({metric})", diagonal=front is lerp)
-        ax.set_title(f"{front.name}: {label} vs {front.varies}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path)
-
-
-# --------------------------------------------------------------------------------------------
-# The report
-# --------------------------------------------------------------------------------------------
+from suite.report_figures import plot_lambda, plot_quality_diversity
+from suite.report_runs import (  # noqa: F401 (re-exported: suite.report.RunPoint, ...)
+    DIVERSITY,
+    FINISHED,
+    FRONT_PARAMS,
+    QUALITY,
+    SIDE_BY_SIDE,
+    Front,
+    RunPoint,
+    Trajectory,
+    fronts,
+    load_runs,
+    mlflow_client,
+    student_label,
+    trajectories,
+)
+from suite.report_tables import (  # noqa: F401 (re-exported: suite.report.hypervolume_2d, ...)
+    RUN_METRICS,
+    RUN_PARAMS,
+    Table,
+    hypervolume_2d,
+    pareto_mask,
+    runs_table,
+    vendi_table,
+    winrate_table,
+)
 
 
 def _slug(name: str) -> str:
@@ -466,7 +110,7 @@ def build_report(
     log_to_mlflow: bool = True,
 ) -> dict[str, Path]:
     """Write the report files into `out` (all or nothing); returns {file name: path}."""
-    client = _client(tracking_uri)
+    client = mlflow_client(tracking_uri)
     runs = load_runs(client, experiment, sweep)
     trajs = trajectories(client, runs, quality, diversity)
     fronts_ = fronts(runs)
@@ -554,7 +198,7 @@ def _log_report(client, experiment, sweep, written, hv_rows, ref_xy, quality, di
             client.log_metric(run_id, f"hypervolume/{_slug(name)}", float(area))
         for path in written.values():
             client.log_artifact(run_id, str(path), artifact_path="report")
-        client.set_terminated(run_id, _FINISHED)
+        client.set_terminated(run_id, FINISHED)
     except BaseException:
         client.set_terminated(run_id, "FAILED")
         raise

@@ -319,11 +319,11 @@ def run(cfg: DictConfig) -> float | None:
 
         torch.set_num_threads(int(cfg.torch_threads))
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    settings = mlflow_settings(cfg)
-    if settings is not None:
-        # Artifacts built on demand (lightning_modules.artifacts) log their training here too.
-        os.environ["SUITE_MLFLOW_URI"] = settings["tracking_uri"]
-        os.environ["SUITE_MLFLOW_EXPERIMENT"] = settings["experiment_name"]
+    settings = mlflow_settings(cfg) or {}
+    from lightning_modules import tracking
+
+    # Artifacts built on demand (lightning_modules.artifacts) log their training here too.
+    tracking.configure(settings.get("tracking_uri"), settings.get("experiment_name"))
     if cfg.stage == "prepare":
         return prepare(cfg)
     ckpt_path, resume_run_id = resume_from(cfg)

@@ -1,20 +1,23 @@
-"""Autoregressive sampling and teacher-forced scoring with classifier-free guidance.
+"""Autoregressive sampling and teacher-forced scoring of a policy, with CFG (paper eq. 1).
 
-Implements the sampling side of the paper's section 2:
+Written against `suite.policies.Policy` only (tokens `[B, K, L]`, logits `[B, K, V]` per
+step), so every backbone is sampled by the same loop:
 
 - CFG logits, eq. (1): z_n = gamma * m(s_n | y_<n, x) + (1 - gamma) * m(s_n | y_<n, x-),
   computed by `suite.objectives.cfg_logits` (the maths lives there); the CFG policy is
   softmax(z_n / T). The conditional rows (prompt x) and the negative rows (x-, e.g. "Bad
-  audio quality.", or the all-zero null condition for unconditional CFG) go through ONE
-  batched forward of 2B rows that share one KV cache (DESIGN.md section 3).
-- Grammar masking: `mask_logits` sets disallowed tokens to `MASK_VALUE`, a large finite
+  audio quality.", or the null condition "" for unconditional CFG) go through ONE batched
+  forward of 2B rows that share one decoding state (DESIGN.md section 3).
+- Validity masking: `mask_logits` sets disallowed tokens to `MASK_VALUE`, a large finite
   negative (not -inf, so CFG arithmetic and KLs stay finite), AFTER the CFG combination,
-  so that teacher and student share the same support.
-- `sample`: incremental decoding with the model's KV cache; temperature, top-k and top-p
-  (all off by default; CFG distillation samples from the policy itself, with none of them).
-  gamma = 1 skips the negative rows entirely, so it reproduces plain sampling exactly.
+  so that teacher and student share the same support. The mask is the policy's
+  `[K, L, V]` (the music world's grammar, a codebook delay pattern).
+- `sample`: incremental decoding; temperature, top-k and top-p (all off by default; CFG
+  distillation samples from the policy itself, with none of them). The K codebooks of a
+  step are drawn independently given the past. gamma = 1 skips the negative rows
+  entirely, so it reproduces plain sampling exactly.
 - `score`: one teacher-forced parallel forward over given sequences returning the
-  conditional, negative and CFG logits, used by distillation's per-position KL (eq. 2).
+  conditional, negative and CFG logits `[B, K, L, V]`, used by eq. (2)'s per-position KL.
 """
 
 from __future__ import annotations
@@ -25,18 +28,23 @@ from dataclasses import dataclass
 import torch
 
 from suite.objectives import cfg_logits
+from suite.policies.base import Policy, TextCond, eval_mode
 
 MASK_VALUE = -1e9
 
 
 def mask_logits(logits: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-    """Logits [..., L, V] with disallowed entries (allowed [L, V] False) set to MASK_VALUE."""
+    """Logits `[..., *allowed.shape]` with disallowed entries set to MASK_VALUE.
+
+    `allowed` is the policy's bool mask `[K, L, V]` (or any trailing shape such as `[L, V]`).
+    """
     if not isinstance(allowed, torch.Tensor) or allowed.dtype != torch.bool:
-        raise TypeError("mask_logits: allowed must be a bool tensor [L, V]")
-    if logits.dim() < 2 or tuple(logits.shape[-2:]) != tuple(allowed.shape):
+        raise TypeError("mask_logits: allowed must be a bool tensor [..., L, V]")
+    d = allowed.dim()
+    if logits.dim() < d or tuple(logits.shape[-d:]) != tuple(allowed.shape):
         raise ValueError(
-            f"mask_logits: logits [..., L, V] {tuple(logits.shape)} do not end with the "
-            f"allowed mask's shape {tuple(allowed.shape)}"
+            f"mask_logits: logits {tuple(logits.shape)} do not end with the allowed mask's "
+            f"shape {tuple(allowed.shape)}"
         )
     if logits.dtype in (torch.float16, torch.bfloat16):
         logits = logits.float()  # MASK_VALUE overflows half precision
@@ -47,11 +55,11 @@ def mask_logits(logits: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
 class SampleOutput:
     """Result of `sample`.
 
-    tokens: [B, L] sampled token ids.
-    logits: [B, L, V] (if return_logits) the final logits of the sampling distribution at
-        each step: CFG-combined and masked, before temperature / top-k / top-p.
-    log_probs: [B, L] (if return_log_probs) log-probability of each chosen token under the
-        distribution it was actually drawn from (after temperature, top-k and top-p).
+    tokens: `[B, K, L]` sampled token ids.
+    logits: `[B, K, L, V]` (if return_logits) the logits of the sampling distribution at each
+        step: CFG-combined and masked, before temperature / top-k / top-p.
+    log_probs: `[B, K, L]` (if return_log_probs) log-probability of each chosen token under
+        the distribution it was actually drawn from (after temperature, top-k and top-p).
     """
 
     tokens: torch.Tensor
@@ -61,7 +69,7 @@ class SampleOutput:
 
 @dataclass
 class ScoreOutput:
-    """Result of `score`, all [B, N, V], masked if `allowed` was given.
+    """Result of `score`, all `[B, K, L, V]`, masked if `allowed` was given.
 
     cond: m(. | y_<n, x); neg: m(. | y_<n, x-) or None without a negative condition;
     cfg: eq. (1) combination of the UNMASKED cond and neg logits, then masked.
@@ -82,59 +90,65 @@ def _check_number(name: str, where: str, value, low: float, high: float, low_ope
     return float(value)
 
 
-def _check_conds(model, cond, neg_cond, gamma, where: str):
-    """Validate cond [B, C] and neg_cond ([B, C], [1, C] or [C]); return neg expanded or None."""
+def _check_conds(cond, neg_cond, gamma, where: str) -> tuple[TextCond | None, float]:
+    """Validate cond (B rows) and neg_cond (B rows or 1); return neg as B rows, or None."""
     gamma = _check_number("gamma", where, gamma, 0.0, math.inf, low_open=False)
-    C = model.cond_dim
-    if not isinstance(cond, torch.Tensor) or not cond.is_floating_point():
-        raise TypeError(f"{where}: cond must be a float tensor [B, {C}]")
-    if cond.dim() != 2 or cond.shape[1] != C or cond.shape[0] < 1:
-        raise ValueError(f"{where}: cond must have shape [B, {C}], got {tuple(cond.shape)}")
+    if not isinstance(cond, TextCond) or cond.batch_size < 1:
+        raise TypeError(f"{where}: cond must be a TextCond of >= 1 rows, got {type(cond).__name__}")
     if neg_cond is None:
         if gamma != 1.0:
             raise ValueError(
-                f"{where}: gamma={gamma} needs neg_cond (pass zeros [B, {C}] for the "
+                f"{where}: gamma={gamma} needs neg_cond (the policy's encode_text([\"\"]) is the "
                 f"unconditional / null prompt)"
             )
         return None, gamma
-    if not isinstance(neg_cond, torch.Tensor) or not neg_cond.is_floating_point():
-        raise TypeError(f"{where}: neg_cond must be a float tensor [B, {C}], [1, {C}] or [{C}]")
-    if neg_cond.dim() == 1:
-        neg_cond = neg_cond[None]
-    B = cond.shape[0]
-    if neg_cond.dim() != 2 or neg_cond.shape[1] != C or neg_cond.shape[0] not in (1, B):
+    if not isinstance(neg_cond, TextCond):
+        raise TypeError(f"{where}: neg_cond must be a TextCond, got {type(neg_cond).__name__}")
+    if neg_cond.batch_size not in (1, cond.batch_size):
         raise ValueError(
-            f"{where}: neg_cond must have shape [{B}, {C}], [1, {C}] or [{C}], "
-            f"got {tuple(neg_cond.shape)}"
+            f"{where}: neg_cond must have 1 or {cond.batch_size} rows, got {neg_cond.batch_size}"
         )
-    return neg_cond.to(cond.dtype).expand(B, C), gamma
+    return neg_cond.expand(cond.batch_size), gamma
 
 
-def _check_allowed(model, allowed, length: int, where: str) -> torch.Tensor | None:
+def _check_allowed(policy: Policy, allowed, length: int, where: str) -> torch.Tensor | None:
     if allowed is None:
         return None
-    V = model.vocab_size
+    K, V = policy.num_codebooks, policy.vocab_size
     if not isinstance(allowed, torch.Tensor) or allowed.dtype != torch.bool:
-        raise TypeError(f"{where}: allowed must be a bool tensor [L, {V}]")
-    if allowed.dim() != 2 or allowed.shape[1] != V or allowed.shape[0] < length:
+        raise TypeError(f"{where}: allowed must be a bool tensor [{K}, L, {V}]")
+    if allowed.dim() != 3 or allowed.shape[0] != K or allowed.shape[2] != V or allowed.shape[1] < length:
         raise ValueError(
-            f"{where}: allowed must have shape [L >= {length}, {V}], got {tuple(allowed.shape)}"
+            f"{where}: allowed must have shape [{K}, L >= {length}, {V}], got {tuple(allowed.shape)}"
         )
-    allowed = allowed[:length]
-    empty = (~allowed.any(dim=1)).nonzero().flatten().tolist()
+    allowed = allowed[:, :length]
+    empty = (~allowed.any(dim=-1)).nonzero().tolist()
     if empty:
-        raise ValueError(f"{where}: allowed mask forbids every token at positions {empty[:10]}")
+        raise ValueError(
+            f"{where}: allowed mask forbids every token at (codebook, position) {empty[:10]}"
+        )
     return allowed
+
+
+def _check_tokens(policy: Policy, tokens, batch: int, where: str) -> None:
+    K = policy.num_codebooks
+    if not isinstance(tokens, torch.Tensor) or tokens.dim() != 3 or tokens.shape[1] != K:
+        raise ValueError(
+            f"{where}: tokens must be an integer tensor [B, {K}, L], got "
+            f"{tuple(getattr(tokens, 'shape', ()))}"
+        )
+    if tokens.shape[0] != batch:
+        raise ValueError(f"{where}: tokens batch {tokens.shape[0]} != cond batch {batch}")
 
 
 # ---------------------------------------------------------------------- sampling
 def _truncate(z: torch.Tensor, top_k: int | None, top_p: float | None) -> torch.Tensor:
-    """Top-k then top-p (nucleus) truncation of z [B, V]; removed entries become -inf."""
+    """Top-k then top-p (nucleus) truncation of z [R, V]; removed entries become -inf."""
     if top_k is not None and top_k < z.shape[-1]:
-        kth = torch.topk(z, top_k, dim=-1).values[:, -1:]  # [B, 1]
+        kth = torch.topk(z, top_k, dim=-1).values[:, -1:]  # [R, 1]
         z = z.masked_fill(z < kth, -math.inf)
     if top_p is not None and top_p < 1.0:
-        sorted_z, order = torch.sort(z, dim=-1, descending=True)  # [B, V]
+        sorted_z, order = torch.sort(z, dim=-1, descending=True)  # [R, V]
         probs = torch.softmax(sorted_z, dim=-1)
         mass_before = torch.cumsum(probs, dim=-1) - probs
         # Drop a token once the more likely ones already cover top_p; the first always stays.
@@ -146,10 +160,10 @@ def _truncate(z: torch.Tensor, top_k: int | None, top_p: float | None) -> torch.
 
 @torch.no_grad()
 def sample(
-    model,
-    cond: torch.Tensor,
+    policy: Policy,
+    cond: TextCond,
     *,
-    neg_cond: torch.Tensor | None = None,
+    neg_cond: TextCond | None = None,
     gamma: float = 1.0,
     temperature: float = 1.0,
     top_k: int | None = None,
@@ -160,105 +174,96 @@ def sample(
     return_log_probs: bool = False,
     length: int | None = None,
 ) -> SampleOutput:
-    """Sample `length` (default model.seq_len) tokens per row of cond [B, C].
+    """Sample `length` (default policy.seq_len) steps of K tokens per row of `cond`.
 
     CFG (gamma != 1 with neg_cond): rows [cond; neg_cond] are decoded as one batch of 2B
-    rows with one KV cache; both halves are fed the same sampled token. The model is put
-    in eval mode and its previous mode restored. Deterministic for a fixed `generator`
-    state (torch.multinomial draws from it).
+    rows with one decoding state; both halves are fed the same sampled tokens. The policy
+    is put in eval mode and its previous mode restored. Deterministic for a fixed
+    `generator` state (torch.multinomial draws from it).
     """
     where = "sample"
-    neg_cond, gamma = _check_conds(model, cond, neg_cond, gamma, where)
+    neg_cond, gamma = _check_conds(cond, neg_cond, gamma, where)
     temperature = _check_number("temperature", where, temperature, 0.0, math.inf, low_open=True)
     if top_p is not None:
         top_p = _check_number("top_p", where, top_p, 0.0, 1.0, low_open=True)
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
         raise ValueError(f"{where}: top_k must be an int >= 1 or None, got {top_k!r}")
-    length = model.seq_len if length is None else length
-    if isinstance(length, bool) or not isinstance(length, int) or not 1 <= length <= model.seq_len:
-        raise ValueError(f"{where}: length must be an int in [1, {model.seq_len}], got {length!r}")
-    allowed = _check_allowed(model, allowed, length, where)
+    L_max = policy.seq_len
+    length = L_max if length is None else length
+    if isinstance(length, bool) or not isinstance(length, int) or not 1 <= length <= L_max:
+        raise ValueError(f"{where}: length must be an int in [1, {L_max}], got {length!r}")
+    allowed = _check_allowed(policy, allowed, length, where)
 
-    device = model.pos_emb.device
+    device = cond.states.device
     if generator is not None and generator.device.type != device.type:
-        raise ValueError(
-            f"{where}: generator is on {generator.device} but the model is on {device}"
-        )
-    cond = cond.to(device=device, dtype=model.pos_emb.dtype)
-    B, V = cond.shape[0], model.vocab_size
+        raise ValueError(f"{where}: generator is on {generator.device} but cond is on {device}")
+    B, K, V = cond.batch_size, policy.num_codebooks, policy.vocab_size
     # gamma = 1 is exactly the conditional policy: skip the negative rows, so plain and
     # "CFG at gamma 1" make identical draws from identical logits.
     use_neg = neg_cond is not None and gamma != 1.0
-    blocked = None if allowed is None else ~allowed.to(device)  # [L, V]
+    blocked = None if allowed is None else ~allowed.to(device)  # [K, L, V]
 
-    tokens = torch.empty(B, length, dtype=torch.long, device=device)  # [B, L]
-    out_logits = torch.empty(B, length, V, device=device) if return_logits else None
-    out_lp = torch.empty(B, length, device=device) if return_log_probs else None
+    tokens = torch.empty(B, K, length, dtype=torch.long, device=device)  # [B, K, L]
+    out_logits = torch.empty(B, K, length, V, device=device) if return_logits else None
+    out_lp = torch.empty(B, K, length, device=device) if return_log_probs else None
 
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(policy):
         if use_neg:
-            rows = torch.cat([cond, neg_cond.to(device=device, dtype=cond.dtype)])  # [2B, C]
-            cache, logits = model.start(rows)
-            feed = torch.empty(2 * B, dtype=torch.long, device=device)  # reused every step
+            state, logits = policy.start(TextCond.cat([cond, neg_cond]))  # [2B, K, V]
+            feed = torch.empty(2 * B, K, dtype=torch.long, device=device)  # reused every step
         else:
-            cache, logits = model.start(cond)
+            state, logits = policy.start(cond)  # [B, K, V]
         for n in range(length):
             if n > 0:
-                prev = tokens[:, n - 1]
+                prev = tokens[:, :, n - 1]  # [B, K]
                 if use_neg:
                     feed[:B] = prev
                     feed[B:] = prev
-                    logits = model.step(feed, cache)  # [2B, V]
+                    logits = policy.step(feed, state)  # [2B, K, V]
                 else:
-                    logits = model.step(prev, cache)  # [B, V]
-            z = cfg_logits(logits[:B], logits[B:], gamma) if use_neg else logits  # [B, V]
+                    logits = policy.step(prev, state)  # [B, K, V]
+            z = cfg_logits(logits[:B], logits[B:], gamma) if use_neg else logits  # [B, K, V]
             if blocked is not None:
-                z = z.masked_fill(blocked[n], MASK_VALUE)
+                z = z.masked_fill(blocked[:, n], MASK_VALUE)
             if out_logits is not None:
-                out_logits[:, n] = z
+                out_logits[:, :, n] = z
             if temperature != 1.0:
                 z = z / temperature
-            z = _truncate(z, top_k, top_p)
+            z = _truncate(z.reshape(B * K, V), top_k, top_p)  # [B*K, V]
             probs = torch.softmax(z, dim=-1)
-            choice = torch.multinomial(probs, 1, generator=generator)  # [B, 1]
-            tokens[:, n] = choice[:, 0]
+            choice = torch.multinomial(probs, 1, generator=generator)  # [B*K, 1]
+            tokens[:, :, n] = choice.view(B, K)
             if out_lp is not None:
-                out_lp[:, n] = torch.log_softmax(z, dim=-1).gather(1, choice)[:, 0]
-    finally:
-        model.train(was_training)
+                lp = torch.log_softmax(z, dim=-1).gather(1, choice)  # [B*K, 1]
+                out_lp[:, :, n] = lp.view(B, K)
     return SampleOutput(tokens=tokens, logits=out_logits, log_probs=out_lp)
 
 
 # ---------------------------------------------------------------------- scoring
 def score(
-    model,
+    policy: Policy,
     tokens: torch.Tensor,
-    cond: torch.Tensor,
-    neg_cond: torch.Tensor | None = None,
+    cond: TextCond,
+    neg_cond: TextCond | None = None,
     gamma: float = 1.0,
     allowed: torch.Tensor | None = None,
 ) -> ScoreOutput:
-    """Teacher-forced cond / negative / CFG logits [B, N, V] of tokens [B, N].
+    """Teacher-forced cond / negative / CFG logits `[B, K, L, V]` of tokens `[B, K, L]`.
 
     One parallel forward (2B rows when neg_cond is given). Runs in the caller's grad and
     train/eval mode: a frozen teacher should be called under torch.no_grad in eval mode.
     """
     where = "score"
-    neg_cond, gamma = _check_conds(model, cond, neg_cond, gamma, where)
-    if not isinstance(tokens, torch.Tensor) or tokens.dim() != 2:
-        raise ValueError(f"{where}: tokens must be an integer tensor [B, N]")
-    if tokens.shape[0] != cond.shape[0]:
-        raise ValueError(f"{where}: tokens batch {tokens.shape[0]} != cond batch {cond.shape[0]}")
-    allowed = _check_allowed(model, allowed, tokens.shape[1], where)
+    neg_cond, gamma = _check_conds(cond, neg_cond, gamma, where)
+    _check_tokens(policy, tokens, cond.batch_size, where)
+    allowed = _check_allowed(policy, allowed, tokens.shape[2], where)
     B = tokens.shape[0]
     if neg_cond is None:
-        cond_logits = model(tokens, cond)  # [B, N, V]
+        cond_logits = policy(tokens, cond)  # [B, K, L, V]
         neg_logits = None
         cfg = cond_logits
     else:
-        both = model(torch.cat([tokens, tokens]), torch.cat([cond, neg_cond]))  # [2B, N, V]
+        both = policy(torch.cat([tokens, tokens]), TextCond.cat([cond, neg_cond]))  # [2B, K, L, V]
         cond_logits, neg_logits = both[:B], both[B:]
         cfg = cfg_logits(cond_logits, neg_logits, gamma)
     if allowed is not None:

@@ -58,7 +58,7 @@ for step in $STEPS; do
     exports)  # each student's export through the evaluator, like the fronts' points
       for b in $EXPORTS; do
         timed "export-beta$b" $PY -m suite test --config conf/eval_temperature.yaml \
-          experiment=$EXP "model.sources=[\${checkpoints}/beta$b-seed0.pt]" \
+          experiment=$EXP "model.sources=[\${checkpoints}/beta$b-seed0.safetensors]" \
           name=student-beta$b front=student-beta$b beta=$b sources=beta$b-seed0
       done ;;
     report)  # every figure and table, learned quality and the oracle's quality

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from suite import audio_eval
+from suite import artifacts, audio_eval
 
 
 @pytest.mark.parametrize("argv", [["--n", "1"], ["--skip", "-5"]])
@@ -23,3 +23,30 @@ def test_default_skip_is_past_the_tiny_corpus():
     corpus = OmegaConf.load(Path(__file__).parents[1] / "conf/artifacts/tiny.yaml").corpus
     skip = inspect.signature(audio_eval.evaluate).parameters["skip"].default
     assert skip >= corpus.n_pieces
+
+
+def test_missing_artifact_is_a_one_line_error(tmp_path, monkeypatch, capsys):
+    # the default artifacts are looked up, never built here: `suite prepare` builds them
+    monkeypatch.setenv("SUITE_ARTIFACTS", str(tmp_path))
+    with pytest.raises(SystemExit) as exit_info:
+        audio_eval.main(["--n", "4"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: no built embedder artifact")
+    assert "python -m suite prepare --config conf/prepare.yaml" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_find_built_looks_artifacts_up_by_spec(tmp_path):
+    spec = {"seed": 0, "model": {"preset": "tiny"}, "train": {"lr": 1e-3}}
+    assert artifacts.find_built("embedder", spec, root=tmp_path) is None
+
+    def build(folder):
+        (folder / "model.pt").write_text("weights")
+
+    old = artifacts.ensure("embedder", 1, spec, build, root=tmp_path)
+    assert artifacts.find_built("embedder", spec, root=tmp_path) == old
+    new = artifacts.ensure("embedder", 2, spec, build, root=tmp_path)
+    assert artifacts.find_built("embedder", spec, root=tmp_path) == new  # newest version
+    assert artifacts.find_built("embedder", {**spec, "seed": 1}, root=tmp_path) is None
+    assert artifacts.find_built("scorer", spec, root=tmp_path) is None

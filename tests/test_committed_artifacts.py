@@ -22,7 +22,7 @@ from omegaconf import OmegaConf
 import suite.run  # noqa: F401  (resolvers)
 from lightning_modules.artifacts import JOBS, MODEL_FILE, _plain
 from suite.artifacts import artifact_dir, default_root, read_record
-from suite.models.lm import load_lm
+from suite.models.lm_checkpoint import load_lm
 from suite.models.preference import PreferenceModel
 from suite.models.scorer import MuLanScorer
 from suite.models.vit import AudioEmbedder

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from suite.models.lm import SIZES, TokenLM, load_lm
+from suite.models.lm import SIZES, TokenLM
+from suite.models.lm_checkpoint import load_lm
 
 V, L = 37, 12
 

@@ -1,7 +1,8 @@
 """Tests of the merged evaluator (paper sections 2.4, 3.4, 3.5; appendices D.4, E, G).
 
-Tiny random-init TokenLMs and audio models are saved to a temp dir once per module (as in
-tests/test_student.py), so every test goes through the same checkpoint loading as a run.
+Tiny random-init TokenLMs and audio models are saved to a temp dir once per module
+(tests/tiny_models.py): the base as a TokenLM file (the policy's checkpoint), the sources
+as exports with their records, so every test goes through the same loading as a run.
 """
 
 from __future__ import annotations
@@ -16,47 +17,19 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from tiny_models import PROMPTS, lm_state, make_evaluator, save_tiny_models, tiny_lm
 
 from datamodules.prompts import PromptDataModule
-from lightning_modules import merged_eval as me
-from lightning_modules.evaluation import one_minus_mean
-from lightning_modules.merged_eval import MergedEvaluator, fad_reference_tokens
-from suite.merging import load_merged
 from suite.models.lm import TokenLM
-from suite.models.preference import PreferenceConfig, PreferenceModel
-from suite.models.scorer import MuLanScorer, ScorerConfig
-from suite.models.vit import AudioEmbedder, EmbedderConfig, EncoderConfig, ViTConfig
 from suite.music import oracle
 from suite.music.corpus import generate as compose
-from suite.music.tokens import SEQ_LEN, VOCAB_SIZE
+from suite.music.render import render
+from suite.music.tokens import SEQ_LEN
+from suite.policies.exports import load_export, save_export, sidecar, weights_hash
+from suite.policies.music import MusicOracle, MusicPolicy
+from suite.rollout import one_minus_mean
 
 REPO = Path(__file__).resolve().parent.parent
-TINY_LM = dict(d_model=32, n_layers=1, n_heads=2, d_ff=64, n_prefix=2)
-VIT = ViTConfig(width=16, depth=1, heads=2, head_dim=8, ff_dim=32)
-PROMPTS = ["Upbeat jazz piece in C major.", "A sad piano ballad", "Rock song."]
-
-
-def save_tiny_models(d: Path) -> dict[str, str]:
-    """Tiny LMs (two seeds of one architecture, one of another) and audio models in d."""
-    d.mkdir(parents=True, exist_ok=True)
-    paths = {}
-    for name, seed in (("beta0-seed0", 1), ("beta15-seed0", 2), ("beta5-seed0", 3),
-                       ("base", 0)):  # fmt: skip
-        torch.manual_seed(seed)
-        paths[name] = d / f"{name}.pt"
-        TokenLM(VOCAB_SIZE, SEQ_LEN, **TINY_LM).save(paths[name])
-    paths["wide"] = d / "wide.pt"
-    TokenLM(VOCAB_SIZE, SEQ_LEN, **{**TINY_LM, "d_model": 48, "n_heads": 2}).save(paths["wide"])
-    torch.manual_seed(0)
-    paths["emb"] = d / "emb.pt"
-    AudioEmbedder(EmbedderConfig(EncoderConfig(vit=VIT), out_dim=8)).save(paths["emb"])
-    paths["scorer"] = d / "scorer.pt"
-    MuLanScorer(ScorerConfig(encoder=EncoderConfig(vit=VIT), text_hidden=16, joint_dim=8)).save(
-        paths["scorer"]
-    )
-    paths["pref"] = d / "pref.pt"
-    PreferenceModel(PreferenceConfig(encoder=EncoderConfig(vit=VIT), hidden=8)).save(paths["pref"])
-    return {k: str(v) for k, v in paths.items()}
 
 
 @pytest.fixture(scope="module")
@@ -64,35 +37,32 @@ def ckpts(tmp_path_factory):
     return save_tiny_models(tmp_path_factory.mktemp("merged_ckpts"))
 
 
-def make(ckpts, **kw) -> MergedEvaluator:
-    args = dict(
-        sources=[ckpts["beta0-seed0"], ckpts["beta15-seed0"]], method="lerp", lam=0.5,
-        base_lm=ckpts["base"], embedder=ckpts["emb"], fad_reference_size=0, win_rates=False,
-    )  # fmt: skip
-    args.update(kw)
-    return MergedEvaluator(**args)
+make = make_evaluator
 
 
-def state(path: str) -> dict[str, torch.Tensor]:
-    return torch.load(path, weights_only=True)["state_dict"]
+def trained(m) -> dict[str, torch.Tensor]:
+    return m.policy.trainable.state_dict()
 
 
 # ------------------------------------------------------------------------ building the model
 def test_lerp_endpoints_reproduce_the_sources_exactly_and_midpoint_is_the_mean(ckpts):
-    a, b = state(ckpts["beta0-seed0"]), state(ckpts["beta15-seed0"])
+    a, b = lm_state(ckpts["beta0-seed0"]), lm_state(ckpts["beta15-seed0"])
     for lam, want in ((0.0, a), (1.0, b)):
         m = make(ckpts, lam=lam)
         m.setup("test")
-        got = m.policy.state_dict()
+        got = trained(m)
         assert set(got) == set(want)
         assert all(torch.equal(got[k], want[k]) for k in want), lam
     m = make(ckpts, lam=0.5)
     m.setup("test")
-    got = m.policy.state_dict()
+    got = trained(m)
     for k in a:  # independent reference: numpy float64 mean
         ref = (a[k].double().numpy() + b[k].double().numpy()) / 2
         np.testing.assert_allclose(got[k].double().numpy(), ref, rtol=1e-6, atol=1e-7)
     assert m.coefficients_used == [0.5, 0.5]
+    # the base policy (the KL teacher) is not touched by the merge
+    base = lm_state(ckpts["base"])
+    assert all(torch.equal(m.teacher.trainable.state_dict()[k], base[k]) for k in base)
 
 
 def test_uniform_merge_is_the_arithmetic_mean_and_exports_with_its_record(ckpts, tmp_path):
@@ -101,60 +71,97 @@ def test_uniform_merge_is_the_arithmetic_mean_and_exports_with_its_record(ckpts,
     m = make(ckpts, sources=[ckpts[n] for n in names], method="merge", lam=None,
              export_path=str(out))  # fmt: skip
     m.setup("test")
-    states = [state(ckpts[n]) for n in names]
-    got = m.policy.state_dict()
+    states = [lm_state(ckpts[n]) for n in names]
+    got = trained(m)
     for k in states[0]:
         ref = np.mean([s[k].double().numpy() for s in states], axis=0)
         np.testing.assert_allclose(got[k].double().numpy(), ref, rtol=1e-6, atol=1e-7)
-    weights, record = load_merged(out)
+    weights, record = load_export(out)
     assert record["coefficients"] == pytest.approx([1 / 3] * 3)
-    assert record["labels"] == names and record["method"] == "merge"
-    assert all(torch.equal(weights[k], got[k]) for k in weights)
-    rebuilt = TokenLM.from_config(record["config"])
+    assert record["kind"] == "merge" and record["method"] == "merge" and record["name"] == "soup"
+    assert [s["label"] for s in record["sources"]] == names
+    assert [s["beta"] for s in record["sources"]] == ["0", "5", "15"]
+    assert [s["source"] for s in record["sources"]] == [ckpts[n] for n in names]
+    assert record["base_hash"] == ckpts["base_hash"]
+    assert record["weights_hash"] == weights_hash(got)
+    assert set(weights) == set(got) and all(torch.equal(weights[k], got[k]) for k in weights)
+    rebuilt = TokenLM.from_config(record["policy"]["architecture"])
     rebuilt.load_state_dict_checked(weights)  # the export round-trips into a TokenLM
-    assert json.loads((tmp_path / "soup.safetensors.json").read_text()) == record
+    assert record["policy"]["name"] == "music"
+    assert json.loads(sidecar(out).read_text()) == record
+    # ... and the export is itself a source: evaluating it alone gives the same weights
+    again = make(ckpts, sources=[str(out)], method="single", lam=None)
+    again.setup("test")
+    assert all(torch.equal(trained(again)[k], got[k]) for k in got)
+    assert again.run_params()["beta"] == "?"  # a merge has no single beta
 
 
 def test_base_source_and_weighted_merge(ckpts):
     m = make(ckpts, sources=[ckpts["beta0-seed0"], "base"], method="merge", lam=None,
              coefficients=[0.25, 0.75])  # fmt: skip
     m.setup("test")
-    a, base = state(ckpts["beta0-seed0"]), state(ckpts["base"])
-    k = "cond_proj.weight"
-    ref = 0.25 * a[k].double().numpy() + 0.75 * base[k].double().numpy()
-    np.testing.assert_allclose(m.policy.state_dict()[k].double().numpy(), ref, atol=1e-7)
+    a, base = lm_state(ckpts["beta0-seed0"]), lm_state(ckpts["base"])
+    for k in ("cond_proj.weight", "tok_emb.weight"):
+        ref = 0.25 * a[k].double().numpy() + 0.75 * base[k].double().numpy()
+        np.testing.assert_allclose(trained(m)[k].double().numpy(), ref, atol=1e-7)
+    assert m.coefficients_used == [0.25, 0.75]
     assert m.run_params()["sources"] == "beta0-seed0,base"
     assert m.run_params()["beta"] == "0,base"
+    assert m.run_params()["method"] == "merge"
 
 
-def test_mismatched_architectures_are_refused_naming_keys(ckpts):
+def test_mismatched_architectures_are_refused_naming_keys(ckpts, tmp_path):
+    # A legacy .pt knows its architecture: refused by the architecture, naming the key.
     m = make(ckpts, sources=[ckpts["beta0-seed0"], ckpts["wide"]])
-    with pytest.raises(ValueError, match="different architectures") as info:
+    with pytest.raises(ValueError, match="another architecture") as info:
+        m.setup("test")
+    assert "wide.pt" in str(info.value) and "d_model: export 48 vs base 32" in str(info.value)
+    assert "policy" not in m._frozen  # nothing built, nothing generated
+    # An export whose record names no architecture: refused by its weights, naming the keys.
+    wide = tiny_lm(4, d_model=48)
+    path = tmp_path / "wide.safetensors"
+    save_export(wide.state_dict(), path, {"kind": "student", "policy": {"name": "music"},
+                                          "base_hash": ckpts["base_hash"], "beta": 15})  # fmt: skip
+    m = make(ckpts, sources=[ckpts["beta0-seed0"], str(path)])
+    with pytest.raises(ValueError, match="cannot merge") as info:
         m.setup("test")
     text = str(info.value)
-    assert "d_model: 32 vs 48" in text and "tok_emb.weight" in text
-    assert "policy" not in m._frozen  # nothing built, nothing generated
+    assert "tok_emb.weight" in text
+    assert "wide.safetensors" in text and "differs in shape" in text
+    assert "policy" not in m._frozen
+    # ... and alone (nothing to merge with): it does not fit the base policy.
+    m = make(ckpts, sources=[str(path)], method="single", lam=None)
+    with pytest.raises(ValueError, match="do not fit the base policy") as info:
+        m.setup("test")
+    assert "tok_emb.weight" in str(info.value)
 
 
 @pytest.mark.parametrize(
     "kw, needle",
     [
-        (dict(lam=1.3), "lambda must be in [0, 1], got 1.3"),
-        (dict(lam=-0.1), "lambda must be in [0, 1]"),
+        (dict(lam=1.3), "lambda must be a number in [0, 1], got 1.3"),
+        (dict(lam=-0.1), "lambda must be a number in [0, 1]"),
+        (dict(lam=True), "lambda must be a number"),
         (dict(sources=[]), "sources must be a non-empty list"),
         (dict(lam=None), "needs lambda"),
         (dict(method="average"), "method must be one of"),
         (dict(method="merge", lam=None, coefficients=[0.5, 0.6]), "sum to 1"),
         (dict(method="merge", lam=None, coefficients=[1.0]), "1 coefficients for 2 sources"),
-        (dict(sources=["base"], base_lm=None), "no base_lm"),
+        (dict(method="merge"), "not lambda=0.5"),
+        (dict(sources=["base"]), "needs two sources"),
+        (dict(policy=None), "policy must be a mapping with a 'name'"),
+        (dict(policy={"checkpoint": "x.pt"}), "policy must be a mapping with a 'name'"),
+        (dict(embedder=None), "embedder"),
         (dict(n_generations=3, n_vendi_generations=2), "n_vendi_generations"),
         (dict(temperature=0.0), "temperature"),
         (dict(fad_reference_size=1), "fad_reference_size"),
-        (dict(win_rates=True, base_lm=None, sources=["x.pt"], lam=None), "baseline"),
+        (dict(export_path="merged.pt"), "export_path must be a path ending in .safetensors"),
         (
             dict(win_rates=True, baseline={"name": "b", "sources": ["base"], "lam": 2}),
             "unknown keys",
         ),
+        (dict(win_rates=True, baseline={"name": "", "sources": ["base"]}), "non-empty 'name'"),
+        (dict(win_rates=True, baseline={"name": "b", "sources": []}), "baseline: sources"),
     ],
 )
 def test_bad_arguments_raise_at_construction(ckpts, kw, needle):
@@ -163,13 +170,19 @@ def test_bad_arguments_raise_at_construction(ckpts, kw, needle):
     assert needle in str(info.value)
 
 
-def test_missing_checkpoint_names_the_command_that_makes_it(ckpts, tmp_path):
-    m = make(ckpts, sources=[str(tmp_path / "models/beta15-seed0.pt"), ckpts["beta0-seed0"]])
+def test_missing_export_names_what_to_do(ckpts, tmp_path):
+    missing = tmp_path / "models" / "beta15-seed0.safetensors"
+    m = make(ckpts, sources=[str(missing), ckpts["beta0-seed0"]])
     with pytest.raises(FileNotFoundError) as info:
         m.setup("test")
     text = str(info.value)
-    assert "beta15-seed0.pt" in text and "python -m suite fit --config conf/beta15.yaml" in text
-    assert "sweeps/beta.yaml" in text
+    assert str(missing) in text and "train it first" in text
+    assert "models/<name>-seed<seed>.safetensors" in text
+    assert "policy" not in m._frozen
+    # a missing baseline source is named as the baseline's
+    m = make(ckpts, win_rates=True, baseline={"name": "b", "sources": [str(missing)]})
+    with pytest.raises(FileNotFoundError, match="baseline: export not found"):
+        m.setup("test")
 
 
 def test_fit_is_refused(ckpts):
@@ -191,20 +204,23 @@ def test_one_minus_mean_matches_numpy_and_the_diagonal_rule():
 
 
 def test_fad_reference_is_clean_and_not_the_training_corpus(tmp_path):
-    tokens = fad_reference_tokens(6, seed=1, root=str(tmp_path))
-    assert tokens.shape == (6, SEQ_LEN)
+    policy = MusicPolicy(tiny_lm(0), encode=lambda prompts: torch.zeros(len(prompts), 384))
+    audio = policy.reference_audio(6, seed=1, root=str(tmp_path))
     pool = compose(1, 12, progress=False)
     clean = [i for i, f in enumerate(pool.flawed) if not f][:6]
-    assert torch.equal(tokens, torch.as_tensor(pool.tokens[clean]).long())
+    assert len(clean) == 6 and clean != list(range(6))  # some flawed pieces were skipped
+    tokens = torch.as_tensor(pool.tokens[clean]).long()
+    assert audio.shape[0] == 6 and torch.equal(audio, render(tokens))
     train = compose(0, 12, progress=False).tokens
     assert not any((train == row.numpy()).all(-1).any() for row in tokens)
 
 
 def test_pair_distances_are_the_oracle_distance():
-    pool = torch.as_tensor(compose(2, 6, progress=False).tokens).long().view(2, 3, SEQ_LEN)
-    got = me._pair_distances(pool)
+    pool = torch.as_tensor(compose(2, 6, progress=False).tokens).long().view(2, 3, 1, SEQ_LEN)
+    got = MusicOracle().pair_distances(pool)
+    assert got.shape == (2,) and got.dtype == torch.float64
     for p in range(2):
-        g = pool[p].numpy()
+        g = pool[p, :, 0].numpy()
         ref = np.mean([oracle.distance(g[i], g[j]) for i, j in ((0, 1), (0, 2), (1, 2))])
         assert got[p].item() == pytest.approx(ref)
 
@@ -218,12 +234,13 @@ def _datamodule(tmp_path, prompts=PROMPTS):
 
 METRICS = ("quality", "mulan", "preference", "diversity", "vendi", "oracle_quality",
            "oracle_adherence", "entropy", "kl_teacher", "fad", "fad_mulan", "fad_n",
-           "fad_n_ref", "one_minus_mean", "winrate_quality", "winrate_quality_p_ttest",
-           "winrate_quality_p_wilcoxon", "winrate_quality_p_sign", "winrate_quality_ci_low",
-           "winrate_quality_ci_high", "winrate_quality_wins", "winrate_quality_losses",
-           "winrate_quality_ties", "winrate_diversity", "winrate_diversity_p_ttest",
-           "winrate_diversity_p_wilcoxon", "winrate_diversity_p_sign", "winrate_diversity_wins",
-           "winrate_diversity_losses", "winrate_diversity_ties")  # fmt: skip
+           "fad_n_ref", "one_minus_mean", "n_vendi_generations", "winrate_quality",
+           "winrate_quality_p_ttest", "winrate_quality_p_wilcoxon", "winrate_quality_p_sign",
+           "winrate_quality_ci_low", "winrate_quality_ci_high", "winrate_quality_wins",
+           "winrate_quality_losses", "winrate_quality_ties", "winrate_quality_n",
+           "winrate_diversity", "winrate_diversity_p_ttest", "winrate_diversity_p_wilcoxon",
+           "winrate_diversity_p_sign", "winrate_diversity_wins", "winrate_diversity_losses",
+           "winrate_diversity_ties")  # fmt: skip
 
 
 def test_test_stage_logs_every_metric_and_param_to_mlflow(ckpts, tmp_path):
@@ -246,6 +263,7 @@ def test_test_stage_logs_every_metric_and_param_to_mlflow(ckpts, tmp_path):
         assert f"eval/{name}" in out
     assert run.data.metrics["eval/fad_n"] == 3 * 3  # 3 prompts x 3 generations
     assert run.data.metrics["eval/fad_n_ref"] == 4
+    assert run.data.metrics["eval/n_vendi_generations"] == 3
     assert (
         run.data.metrics["eval/winrate_quality_wins"]
         + run.data.metrics["eval/winrate_quality_losses"]
@@ -268,8 +286,8 @@ def test_test_stage_logs_every_metric_and_param_to_mlflow(ckpts, tmp_path):
 def test_the_baseline_against_itself_ties_every_pair(ckpts, tmp_path):
     # CFG gamma 3 on the base model IS the default baseline: with common random numbers the
     # pairs are identical, so every judgement is a tie and the win rate is exactly 0.5.
-    m = make(ckpts, sources=["base"], lam=None, gamma=3.0, n_vendi_generations=2,
-             win_rates=True, win_rate_resamples=49)  # fmt: skip
+    m = make(ckpts, sources=["base"], method="single", lam=None, gamma=3.0,
+             n_vendi_generations=2, win_rates=True, win_rate_resamples=49)  # fmt: skip
     trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
                         enable_model_summary=False, default_root_dir=tmp_path)  # fmt: skip
     out = trainer.test(m, datamodule=_datamodule(tmp_path), verbose=False)[0]
@@ -298,12 +316,13 @@ def _suite(cwd: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def _tiny_overrides(tmp_path: Path) -> list[str]:
-    """Tiny models from the cwd's models/ (where the students export) and few prompts; the
-    overridden keys are kept out of the run names, which must say only what the sweep varies."""
-    paths = save_tiny_models(tmp_path / "models")  # models/beta0-seed0.pt, ... in the cwd
+    """Tiny models from the cwd's models/ (where the students export: beta0-seed0.safetensors,
+    ...) and few prompts; the overridden keys are kept out of the run names, which must say
+    only what the sweep varies."""
+    paths = save_tiny_models(tmp_path / "models")
     (tmp_path / "prompts.txt").write_text("\n".join(PROMPTS[:2]) + "\n")
     overrides = {
-        "model.base_lm": paths["base"], "model.embedder": paths["emb"],
+        "generator.checkpoint": paths["base"], "model.embedder": paths["emb"],
         "model.scorer": paths["scorer"], "model.preference": paths["pref"],
         "data.eval_prompts": tmp_path / "prompts.txt", "data.batch_size": 2,
         "model.n_vendi_generations": 2, "model.fad_reference_size": 4,
@@ -350,10 +369,7 @@ def test_gamma_sweep_runs_with_the_joblib_launcher(tmp_path):
                      "cfg-gamma=3.0,prompting=unconditional"]  # fmt: skip
     for r in found:
         assert r.info.status == "FINISHED" and r.data.tags["sweep"] == "gamma"
-        assert r.data.params["negative_prompt"] == "" or r.data.params["negative_prompt"] in (
-            "None",
-            "''",
-        )
+        assert r.data.params["negative_prompt"] in ("", "None", "''")
         assert r.data.params["front"] == "CFG(base,unconditional)"
         assert r.data.params["lambda"] == "None" and r.data.params["sources"] == "base"
     assert {r.data.params["gamma"] for r in found} == {"1.0", "3.0"}

@@ -1,14 +1,13 @@
 """Tests of suite/merging.py: LERP of eq. (6), uniform / weighted soups, SLERP, task
 arithmetic, the key/shape/dtype checks and the safetensors export, against numpy."""
 
-import json
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from suite.merging import lerp, load_merged, merge, save_merged, slerp, task_arithmetic
+from suite.merging import lerp, merge, slerp, task_arithmetic
 
 
 def _state(seed, scale=1.0):
@@ -175,35 +174,3 @@ def test_task_arithmetic_matches_numpy():
 
 
 # ------------------------------------------------------------------------------ export
-
-
-def test_merged_state_round_trips_through_safetensors(tmp_path):
-    merged = lerp(_state(22), _state(23), 0.5)
-    record = {"sources": ["beta0.ckpt", "beta15.ckpt"], "coefficients": [0.5, 0.5], "lambda": 0.5}
-    path = save_merged(merged, tmp_path / "lerp-0.50.safetensors", record)
-    state, loaded_record = load_merged(path)
-    assert loaded_record == record
-    assert json.loads((tmp_path / "lerp-0.50.safetensors.json").read_text()) == record
-    assert set(state) == set(merged)
-    for key, value in merged.items():
-        assert state[key].dtype == value.dtype and torch.equal(state[key], value), key
-    assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "lerp-0.50.safetensors",
-        "lerp-0.50.safetensors.json",
-    ]  # no temporary files left behind
-
-
-def test_save_merged_bad_input_writes_nothing(tmp_path):
-    merged = {"w": torch.zeros(2)}
-    target = tmp_path / "m.safetensors"
-    with pytest.raises(ValueError, match="coefficients"):
-        save_merged(merged, target, {"sources": ["a"]})
-    with pytest.raises(TypeError, match="JSON"):
-        save_merged(merged, target, {"sources": [object()], "coefficients": [1.0]})
-    with pytest.raises(FileNotFoundError, match="directory"):
-        save_merged(
-            merged, tmp_path / "nope" / "m.safetensors", {"sources": [], "coefficients": []}
-        )
-    assert list(tmp_path.iterdir()) == []
-    with pytest.raises(FileNotFoundError, match="no merged weights"):
-        load_merged(target)

@@ -7,6 +7,7 @@ import soundfile as sf
 import torch
 
 from suite.music import composer as C
+from suite.music import corpus as music_corpus
 from suite.music import midi as M
 from suite.music import render as R
 from suite.music import tokens as T
@@ -135,16 +136,16 @@ def test_midi_corpus_from_folder(tmp_path):
         M.write_midi(T.encode(piece), folder / f"song{i}.mid")
     csv_path = tmp_path / "captions.csv"
     csv_path.write_text("file,caption\nsong0.mid,A calm jazz tune\nsong1.mid,Rock song.\n")
-    corpus, report = M.build_midi_corpus(folder, csv_path, root=tmp_path, progress=False)
+    corpus, report = music_corpus.build_midi_corpus(folder, csv_path, root=tmp_path, progress=False)
     assert len(corpus) == 3 and corpus.captions == ["A calm jazz tune", "Rock song.", ""]
     assert corpus.attrs[0]["genre"] == "jazz" and corpus.attrs[0]["mood"] == "calm"
     assert (corpus.path / "manifest.json").is_file() and len(report.files) == 3
     bad_csv = tmp_path / "bad.csv"
     bad_csv.write_text("name,text\nsong0.mid,x\n")
     with pytest.raises(ValueError, match="bad.csv"):
-        M.build_midi_corpus(folder, bad_csv, root=tmp_path, progress=False)
+        music_corpus.build_midi_corpus(folder, bad_csv, root=tmp_path, progress=False)
     with pytest.raises(FileNotFoundError, match="nowhere"):
-        M.build_midi_corpus(tmp_path / "nowhere", None, root=tmp_path)
+        music_corpus.build_midi_corpus(tmp_path / "nowhere", None, root=tmp_path)
 
 
 def test_wav_export(tmp_path):

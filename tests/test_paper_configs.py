@@ -35,12 +35,12 @@ PAPER = sorted((CONF / "paper").glob("*.yaml"))
 SWEEP = REPO / "sweeps" / "paper" / "beta.yaml"
 BETAS = {"beta0": 0, "beta5": 5, "beta10": 10, "beta15": 15}
 
-# What conf/paper/beta15.yaml changes in conf/beta15.yaml (everything else is the same).
+# What conf/paper/beta15.yaml changes in conf/beta15.yaml (everything else is the same:
+# both compose conf/_student_.yaml, so `sources: ${name}-seed${seed}` is inherited).
 PAPER_GROUPS = ["artifacts=paper", "trainer=gpu"]
 PAPER_VALUES = {
     "name": "paper-beta${diversity.beta}",
     "experiment": "cfg-distill-paper",
-    "sources": "${name}-seed${seed}",
     "eval_every": 500,
     "diversity.warmup_steps": 1000,
     "diversity.scale": 1.0,
@@ -114,7 +114,8 @@ def test_composes_with_the_papers_hyper_parameters(path, tmp_path, monkeypatch):
     assert (model["beta"], model["beta_warmup_steps"], model["beta_scale"]) == (beta, 1000, 1.0)
     assert model["temperature"] == 0.99 and model["eval_every"] == 500
     assert model["negative_prompt"] == "Bad audio quality."
-    assert model["export_path"] == str(tmp_path / "models" / f"paper-beta{beta}-seed0.pt")
+    export = tmp_path / "models" / f"paper-beta{beta}-seed0.safetensors"
+    assert model["export_path"] == str(export)
     trainer = c["trainer"]
     assert (trainer["accelerator"], trainer["devices"], trainer["precision"]) == (
         "gpu", 1, "bf16-mixed",
@@ -125,7 +126,9 @@ def test_composes_with_the_papers_hyper_parameters(path, tmp_path, monkeypatch):
     assert cfg.hydra.runtime.choices["trainer"] == "gpu"
     emb = c["artifacts"]["embedder"]
     assert emb["model"]["preset"] == "paper" and emb["data"]["clip_seconds"] == 4.0
-    assert model["embedder"] == emb and model["base_lm"] == c["artifacts"]["base_lm"]
+    assert model["embedder"] == emb
+    assert model["policy"] == {"name": "music", "checkpoint": c["artifacts"]["base_lm"],
+                               "use_grammar_mask": True}  # fmt: skip
     if path == SWEEP:
         assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"
         assert cfg.hydra.sweeper.params == {"diversity.beta": "0,5,10,15"}
@@ -174,8 +177,8 @@ def test_same_config_from_conf_as_config_dir(stem, tmp_path, monkeypatch):
 
 
 def test_paper_beta15_is_beta15_plus_the_paper_overrides(tmp_path, monkeypatch):
-    """conf/paper/beta15.yaml repeats conf/beta15.yaml (it cannot list `/beta15`, see its
-    header): an edit of conf/beta15.yaml not mirrored there fails here."""
+    """conf/paper/beta15.yaml and conf/beta15.yaml share conf/_student_.yaml: they differ
+    only by the paper's overrides (an edit of one not meant for the other fails here)."""
     monkeypatch.chdir(tmp_path)
     tiny = compose_cli(CONF / "beta15.yaml", PAPER_GROUPS)
     for key, value in PAPER_VALUES.items():
@@ -202,7 +205,8 @@ def specs() -> dict:
 
 
 def tiny_specs() -> dict:
-    return _plain(OmegaConf.to_container(OmegaConf.load(CONF / "artifacts" / "tiny.yaml")))
+    cfg = compose_in_conf("beta15")  # conf/artifacts/tiny.yaml composes conf/lm/tiny.yaml
+    return _plain(OmegaConf.to_container(cfg.artifacts, resolve=True))
 
 
 def job_and_data(kind: str, spec: dict):

@@ -277,7 +277,9 @@ class TokenLM(nn.Module):
 
     def load_weights(self, path: str | os.PathLike) -> None:
         """Load weights from a `save` file or a Lightning checkpoint into this model."""
-        config, state_dict = _read_checkpoint(path)
+        from suite.models.lm_checkpoint import read_checkpoint
+
+        config, state_dict = read_checkpoint(path)
         diff = {
             k: (config[k], self.config[k])
             for k in CONFIG_KEYS
@@ -404,62 +406,3 @@ class TokenLM(nn.Module):
         cache.length = pos + 1
         x = F.layer_norm(x, (D,), self.ln_f.weight, self.ln_f.bias, self.ln_f.eps)
         return self._head(x)  # [B, V] float32
-
-
-def _read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """(config, state_dict) from a `TokenLM.save` file or a Lightning checkpoint of PretrainLM.
-
-    Uses `torch.load(weights_only=True)`: both formats hold only tensors and plain values.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"TokenLM checkpoint not found: {path}")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # corrupt file or unsafe pickle content
-        raise ValueError(f"TokenLM: cannot read checkpoint {path}: {err}") from err
-    if not isinstance(payload, dict):
-        raise ValueError(f"TokenLM: {path} is not a checkpoint dict")
-    if payload.get("format") == _FORMAT:
-        return dict(payload["config"]), payload["state_dict"]
-    if "state_dict" in payload and "hyper_parameters" in payload:  # Lightning checkpoint
-        hp = payload["hyper_parameters"]
-        config = {k: hp[k] for k in CONFIG_KEYS if k in hp}
-        prefix = "model."
-        state = {
-            k[len(prefix) :]: v for k, v in payload["state_dict"].items() if k.startswith(prefix)
-        }
-        if not state or "vocab_size" not in config:
-            raise ValueError(
-                f"TokenLM: Lightning checkpoint {path} holds no TokenLM under 'model.' "
-                f"with its config in hyper_parameters"
-            )
-        return config, state
-    raise ValueError(
-        f"TokenLM: {path} is neither a TokenLM.save file (format {_FORMAT}) nor a Lightning "
-        f"checkpoint with 'state_dict' and 'hyper_parameters'; keys: {sorted(payload)[:10]}"
-    )
-
-
-def load_lm(
-    path: str | os.PathLike,
-    expected_config: dict[str, Any] | None = None,
-    map_location: str | torch.device = "cpu",
-) -> TokenLM:
-    """Rebuild a TokenLM from a checkpoint (`TokenLM.save` file or PretrainLM Lightning ckpt).
-
-    If `expected_config` is given, any differing architecture key is refused (ValueError
-    naming the keys and both values) instead of silently loading another model.
-    """
-    config, state_dict = _read_checkpoint(path)
-    if expected_config is not None:
-        diff = [
-            f"{k}: checkpoint {config.get(k)!r} vs expected {v!r}"
-            for k, v in expected_config.items()
-            if config.get(k) != v
-        ]
-        if diff:
-            raise ValueError(f"load_lm: {path} is of another architecture: " + "; ".join(diff))
-    model = TokenLM.from_config(config)
-    model.load_state_dict_checked(state_dict)
-    return model.to(map_location).eval()

@@ -12,6 +12,9 @@ and renamed into place, so a crash never leaves a half-written corpus):
     pieces.jsonl   one JSON object per piece: caption, attrs, flaws
     manifest.json  seed, n, world version, vocabulary size, sha256 of the two files
 
+`build_midi_corpus` makes a corpus from a user's folder of .mid files instead (the import
+itself is midi_import.py), cached the same way under `music_corpus/midi-<hash>/`.
+
 Run on its own: `python -m suite.music.corpus --seed 0 --n 20000`, or from MIDI files:
 `python -m suite.music.corpus --midi-dir my_midis/ --captions captions.csv`.
 """
@@ -19,6 +22,7 @@ Run on its own: `python -m suite.music.corpus --seed 0 --n 20000`, or from MIDI 
 from __future__ import annotations
 
 import argparse
+import csv
 import hashlib
 import json
 import os
@@ -32,8 +36,11 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from suite.artifacts import default_root, project_root  # noqa: F401 (re-exported)
+from suite.music import attributes as A
 from suite.music import captions, composer
 from suite.music import tokens as T
+from suite.music.midi_import import ImportReport, from_midi
+from suite.music.oracle_prompt import parse_prompt
 
 WORLD_VERSION = "1"
 
@@ -178,6 +185,59 @@ def build_corpus(
     return corpus
 
 
+def build_midi_corpus(
+    folder: str | Path,
+    captions_csv: str | Path | None = None,
+    root: str | Path | None = None,
+    progress: bool = True,
+) -> tuple[Corpus, ImportReport]:
+    """A corpus from a folder of .mid files, captions from a CSV (columns file, caption).
+
+    Header attributes are parsed from each caption where it names them. Returns (Corpus,
+    ImportReport); the corpus is cached under `<root>/artifacts/music_corpus/midi-<hash>`.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"build_midi_corpus: MIDI folder {folder} does not exist")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".mid", ".midi"))
+    if not files:
+        raise ValueError(f"build_midi_corpus: no .mid files in {folder}")
+    caption_of: dict[str, str] = {}
+    if captions_csv is not None:
+        captions_csv = Path(captions_csv)
+        if not captions_csv.is_file():
+            raise FileNotFoundError(f"build_midi_corpus: captions CSV {captions_csv} not found")
+        with captions_csv.open(newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            if not reader.fieldnames or not {"file", "caption"} <= set(reader.fieldnames):
+                raise ValueError(
+                    f"build_midi_corpus: {captions_csv} needs 'file' and 'caption' "
+                    f"columns, found {reader.fieldnames}"
+                )
+            for row in reader:
+                caption_of[Path(row["file"]).name] = row["caption"] or ""
+    digest = hashlib.sha256()
+    for p in files:
+        digest.update(p.name.encode())
+        digest.update(p.read_bytes())
+    digest.update(repr(sorted(caption_of.items())).encode())
+    report = ImportReport()
+    toks, caps, attrs = [], [], []
+    for p in tqdm(files, desc="importing MIDI", disable=not progress):
+        caption = caption_of.get(p.name, "")
+        parsed = {k: v for k, v in parse_prompt(caption).items() if k in A.ATTRIBUTES}
+        row, rep = from_midi(p, parsed)
+        report.merge(rep)
+        toks.append(row)
+        caps.append(caption)
+        attrs.append(T.decode(row).attrs)
+    corpus = Corpus(np.stack(toks), caps, attrs, [{} for _ in files])
+    directory = artifacts_dir(root) / "music_corpus" / f"midi-{digest.hexdigest()[:12]}"
+    save(corpus, directory, {"source": str(folder), "import": report.summary()})
+    corpus.path = directory
+    return corpus, report
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Build the embedded music corpus (cached).")
     parser.add_argument("--seed", type=int, default=0)
@@ -189,9 +249,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     start = time.perf_counter()
     if args.midi_dir:
-        from suite.music import midi
-
-        corpus, report = midi.build_midi_corpus(args.midi_dir, args.captions, root=args.root)
+        corpus, report = build_midi_corpus(args.midi_dir, args.captions, root=args.root)
         print(report.summary())
     else:
         corpus = build_corpus(args.seed, args.n, root=args.root, rebuild=args.rebuild)

@@ -8,7 +8,9 @@ and writes the spectrogram figure:
   accuracy on clean pieces;
 - renderer: output length / range, spectral flatness clean vs flawed recordings, and
   rendering time of 128 pieces (wall and process CPU time);
-- text tower: mean cosine of paraphrases minus mean cosine across genres;
+- text tower: mean cosine of paraphrases minus mean cosine across genres, given an
+  `encode` function (the music world imports no network: `python -m suite.world_report`
+  passes the text tower's; here the measure is skipped without one);
 - docs/music_world_spectrograms.png: log-mel-like spectrograms of a few pieces, including
   the same piece under each recording flaw.
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -122,9 +125,10 @@ def measure_corpus(n: int = 2000) -> dict[str, float]:
         }
 
 
-def measure_text_tower(seed: int = 0) -> dict[str, float]:
-    from suite.models.text_tower import TextTower
-
+def measure_text_tower(
+    encode: Callable[[list[str]], torch.Tensor], seed: int = 0
+) -> dict[str, float]:
+    """Paraphrase vs cross-genre cosine of caption embeddings; `encode`: texts -> [n, D]."""
     rng = np.random.default_rng(seed)
     groups = []
     for genre in A.GENRES:
@@ -135,7 +139,7 @@ def measure_text_tower(seed: int = 0) -> dict[str, float]:
         }
         groups.append(sorted(texts)[:5])
     flat = [t for g in groups for t in g]
-    emb = TextTower(progress=False).encode(flat).double().numpy()
+    emb = encode(flat).double().numpy()
     sim = emb @ emb.T
     label = np.repeat(np.arange(len(groups)), [len(g) for g in groups])
     same = (label[:, None] == label[None, :]) & ~np.eye(len(flat), dtype=bool)
@@ -211,8 +215,13 @@ def _flaw_kinds(clean: T.Piece, flawed: T.Piece) -> set[str]:
     return kinds
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(
+    argv: list[str] | None = None,
+    text_encoder: Callable[[], Callable[[list[str]], torch.Tensor]] | None = None,
+    prog: str | None = None,
+) -> None:
+    """The CLI; `text_encoder` makes the `encode` of `measure_text_tower` (None: skipped)."""
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument(
         "--figure",
         default=str(music_corpus.project_root() / "docs" / "music_world_spectrograms.png"),
@@ -225,8 +234,10 @@ def main(argv: list[str] | None = None) -> None:
     results.update(measure_corpus(args.corpus_n))
     results.update(measure_oracle())
     results.update(measure_render(threads=args.threads))
-    if not args.skip_text:
-        results.update(measure_text_tower())
+    if not args.skip_text and text_encoder is not None:
+        results.update(measure_text_tower(text_encoder()))
+    elif not args.skip_text:
+        print("text tower: not measured here; `python -m suite.world_report` measures it")
     print(f"figure: {spectrogram_figure(Path(args.figure))}")
     print("| measure | value |\n|---|---|")
     for key, value in results.items():

@@ -1,0 +1,179 @@
+"""Reading the report's MLflow runs: runs, fronts and training trajectories (paper section 3.4).
+
+The Pareto report (suite/report.py) places every finished run on the quality-diversity
+plane of figures 1 and 3. This module reads them: `load_runs` returns the finished runs of
+an experiment (optionally of one sweep; report runs excluded) as `RunPoint`s with their
+params, final metrics and tags; `trajectories` reads the students' evaluation histories
+(figure 1's lines); `fronts` groups the evaluator runs by their `front` param (else their
+`sweep` tag) and orders each front by the param that varies along it (lambda, gamma or
+temperature: figures 3 and 4). Side-by-side runs (sweeps/sbs.yaml) are no front.
+Bad input (no experiment, no finished run, an empty sweep) is a ValueError naming it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+QUALITY = "eval/quality"
+DIVERSITY = "eval/diversity"
+FRONT_PARAMS = ("lambda", "gamma", "temperature")  # what may vary along a front
+SIDE_BY_SIDE = "side-by-side"  # the `front` of conf/eval_sbs.yaml runs: tables 2-3, not a curve
+FINISHED = "FINISHED"
+
+
+@dataclass
+class RunPoint:
+    """One finished run: its final metrics and the params that place it on a front."""
+
+    run_id: str
+    name: str
+    params: dict[str, str]
+    metrics: dict[str, float]
+    tags: dict[str, str]
+
+    @property
+    def target(self) -> str:
+        return self.params.get("model._target_", "")
+
+    def value(self, key: str) -> float | None:
+        raw = self.params.get(key)
+        try:
+            out = float(raw) if raw is not None else None
+        except ValueError:
+            return None
+        return out if out is not None and math.isfinite(out) else None
+
+
+@dataclass
+class Front:
+    """Evaluated runs of one curve of figure 3, ordered by the param that varies."""
+
+    name: str
+    runs: list[RunPoint]
+    varies: str | None = None  # lambda / gamma / temperature, None for a single point
+
+    def xy(self, quality: str, diversity: str) -> np.ndarray:
+        """`[k, 2]` (diversity, quality) of the runs that logged both, in front order."""
+        return np.array(
+            [
+                [r.metrics[diversity], r.metrics[quality]]
+                for r in self.runs
+                if quality in r.metrics and diversity in r.metrics
+            ]  # fmt: skip
+        ).reshape(-1, 2)
+
+
+@dataclass
+class Trajectory:
+    """A student run's evaluations along training: steps, quality, diversity."""
+
+    name: str
+    steps: list[int] = field(default_factory=list)
+    quality: list[float] = field(default_factory=list)
+    diversity: list[float] = field(default_factory=list)
+
+
+def mlflow_client(tracking_uri: str):
+    import mlflow
+
+    if tracking_uri.startswith("sqlite:///"):
+        db = Path(tracking_uri.removeprefix("sqlite:///"))
+        if not db.is_file():  # MlflowClient would create an empty database: refuse instead
+            raise FileNotFoundError(f"report: no MLflow database at {db} ({tracking_uri})")
+    return mlflow.MlflowClient(tracking_uri=tracking_uri)
+
+
+def load_runs(client, experiment: str, sweep: str | None = None) -> list[RunPoint]:
+    """The finished runs of `experiment` (optionally of one sweep), report runs excluded."""
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        names = sorted(e.name for e in client.search_experiments())
+        raise ValueError(f"report: no MLflow experiment named {experiment!r}; found {names}")
+    runs = client.search_runs([exp.experiment_id], max_results=50_000)
+    if not runs:
+        raise ValueError(
+            f"report: experiment {experiment!r} has no runs; run the sweeps first, e.g. "
+            f"`python -m suite test --config sweeps/lambda.yaml`"
+        )
+    finished = [
+        r for r in runs if r.info.status == FINISHED and r.data.tags.get("stage") != "report"
+    ]
+    if not finished:
+        statuses = sorted({r.info.status for r in runs})
+        raise ValueError(
+            f"report: experiment {experiment!r} has {len(runs)} runs but none FINISHED "
+            f"(statuses {statuses}); wait for the sweeps to finish or rerun the failed jobs"
+        )
+    if sweep is not None:
+        finished = [r for r in finished if r.data.tags.get("sweep") == sweep]
+        if not finished:
+            sweeps = sorted({r.data.tags["sweep"] for r in runs if "sweep" in r.data.tags})
+            raise ValueError(
+                f"report: sweep {sweep!r} is empty: no finished run of experiment "
+                f"{experiment!r} is tagged sweep={sweep}; sweeps present: {sweeps}"
+            )
+    return [
+        RunPoint(
+            r.info.run_id,
+            r.info.run_name or r.info.run_id,
+            dict(r.data.params),
+            dict(r.data.metrics),
+            dict(r.data.tags),
+        )  # fmt: skip
+        for r in sorted(finished, key=lambda r: (r.info.start_time or 0, r.info.run_id))
+    ]
+
+
+def student_label(run: RunPoint) -> str:
+    for key in ("diversity.beta", "model.beta", "beta"):
+        if key in run.params:
+            return f"beta={run.params[key]} ({run.name})"
+    return run.name
+
+
+def trajectories(
+    client, runs: Sequence[RunPoint], quality: str, diversity: str
+) -> list[Trajectory]:
+    """Evaluation histories of the student runs (figure 1's lines)."""
+    out = []
+    for run in runs:
+        if not run.target.endswith("DistillStudent"):
+            continue
+        q = {m.step: m.value for m in client.get_metric_history(run.run_id, quality)}
+        d = {m.step: m.value for m in client.get_metric_history(run.run_id, diversity)}
+        steps = sorted(set(q) & set(d))
+        if steps:
+            out.append(Trajectory(student_label(run), steps, [q[s] for s in steps],
+                                  [d[s] for s in steps]))  # fmt: skip
+    return out
+
+
+def fronts(runs: Sequence[RunPoint]) -> list[Front]:
+    """Group the evaluator runs by their `front` param (else `sweep` tag) and order them."""
+    groups: dict[str, list[RunPoint]] = {}
+    for run in runs:
+        if run.target.endswith("DistillStudent"):
+            continue
+        if not (run.target.endswith("MergedEvaluator") or "front" in run.params):
+            continue
+        if run.params.get("front") == SIDE_BY_SIDE:
+            continue
+        name = run.params.get("front") or run.tags.get("sweep") or "other"
+        groups.setdefault(name, []).append(run)
+    out = []
+    for name, members in groups.items():
+        varies = None
+        for key in FRONT_PARAMS:
+            values = {m.value(key) for m in members}
+            if len(values) > 1 and None not in values:
+                varies = key
+                break
+        if varies is not None:
+            members = sorted(members, key=lambda m: m.value(varies))
+        out.append(Front(name, members, varies))
+    return sorted(out, key=lambda f: f.name)

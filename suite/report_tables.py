@@ -1,0 +1,156 @@
+"""Hypervolumes and the tables of the Pareto report (paper tables 1-3, section 3.4).
+
+- `hypervolume_2d`: the area of the quality-diversity plane a front dominates against a
+  reference point (both objectives maximised), exact in 2-D; `pareto_mask` its front;
+- `Table`: a titled table written as Markdown and CSV;
+- `vendi_table`: table 1 (Vendi and 1 - mean per evaluated model, appendix D.4);
+- `winrate_table`: tables 2 and 3 (side-by-side wins, losses, ties, win rate and the
+  p-values of appendix E, against each run's baseline or the paper's ten pairs);
+- `runs_table`: every run's final metrics and placing params (runs.csv).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from suite.report_runs import SIDE_BY_SIDE, RunPoint
+
+
+def hypervolume_2d(points: Sequence[Sequence[float]], reference: Sequence[float]) -> float:
+    """Area dominated by `points [k, 2]` and dominating `reference (x, y)`, both maximised.
+
+    The union of the rectangles [ref_x, x_i] x [ref_y, y_i]: sweep the points by x
+    descending and add each one's strip above the highest y seen so far. Points that do not
+    strictly dominate the reference in both coordinates add nothing. O(k log k).
+    """
+    ref = np.asarray(reference, dtype=np.float64)
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    if ref.shape != (2,) or not np.all(np.isfinite(ref)):
+        raise ValueError(f"hypervolume_2d: reference must be 2 finite numbers, got {reference!r}")
+    if not np.all(np.isfinite(pts)):
+        raise ValueError("hypervolume_2d: points must be finite")
+    pts = pts[(pts[:, 0] > ref[0]) & (pts[:, 1] > ref[1])]
+    order = np.argsort(-pts[:, 0], kind="stable")
+    area, top = 0.0, ref[1]
+    for x, y in pts[order]:
+        if y > top:
+            area += (x - ref[0]) * (y - top)
+            top = y
+    return float(area)
+
+
+def pareto_mask(points: np.ndarray) -> np.ndarray:
+    """True for the points no other point dominates (>= in both, > in one), `[k, 2] -> [k]`."""
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    keep = np.ones(len(pts), dtype=bool)
+    for i, p in enumerate(pts):
+        others = np.delete(pts, i, axis=0)
+        dominated = np.all(others >= p, axis=1) & np.any(others > p, axis=1)
+        keep[i] = not dominated.any()
+    return keep
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e5):
+            return f"{value:.2e}"
+        return f"{value:.4g}"
+    return str(value)
+
+
+@dataclass
+class Table:
+    title: str
+    header: list[str]
+    rows: list[list]
+
+    def markdown(self) -> str:
+        lines = [f"### {self.title}", "", "| " + " | ".join(self.header) + " |",
+                 "|" + "|".join("---" for _ in self.header) + "|"]  # fmt: skip
+        lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in self.rows]
+        return "\n".join(lines) + "\n"
+
+    def csv(self) -> str:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(self.header)
+        writer.writerows([["" if v is None else v for v in row] for row in self.rows])
+        return buffer.getvalue()
+
+
+def vendi_table(runs: Sequence[RunPoint]) -> Table:
+    """Table 1 (appendix D.4): Vendi and 1 - mean per evaluated model, most diverse first."""
+    rows = [
+        [r.name, r.params.get("front", ""), r.metrics["eval/vendi"],
+         r.metrics.get("eval/one_minus_mean"), r.metrics.get("eval/n_vendi_generations")]
+        for r in runs if "eval/vendi" in r.metrics and not r.target.endswith("DistillStudent")
+        and r.params.get("front") != SIDE_BY_SIDE
+    ]  # fmt: skip
+    rows.sort(key=lambda row: -row[2])
+    return Table("Table 1: Vendi score and 1 - mean (appendix D.4)",
+                 ["model", "front", "vendi", "one_minus_mean", "generations"], rows)  # fmt: skip
+
+
+RUN_PARAMS = ("front", "beta", "lambda", "gamma", "temperature", "sources", "baseline")
+RUN_METRICS = ("eval/quality", "eval/diversity", "eval/oracle_quality", "eval/mulan",
+               "eval/preference", "eval/vendi", "eval/one_minus_mean", "eval/fad",
+               "eval/kl_teacher", "eval/entropy", "eval/winrate_quality",
+               "eval/winrate_diversity")  # fmt: skip
+
+
+def runs_table(runs: Sequence[RunPoint]) -> Table:
+    """Every run's final metrics and the params that place it (the raw numbers, as CSV).
+
+    Students show their last evaluation (the final value MLflow keeps per metric)."""
+    rows = [
+        [r.name, "student" if r.target.endswith("DistillStudent") else "evaluator"]
+        + [r.params.get(k, "") for k in RUN_PARAMS]
+        + [r.metrics.get(k) for k in RUN_METRICS]
+        for r in runs
+        if r.target.endswith(("DistillStudent", "MergedEvaluator"))
+    ]
+    return Table("Every run: final metrics", ["run", "kind", *RUN_PARAMS, *RUN_METRICS], rows)
+
+
+def _model_a(run: RunPoint) -> str:
+    """A side-by-side run's model A by its name in the pair (e.g. beta15), else the run name."""
+    name = run.params.get("model_a")
+    if run.params.get("front") == SIDE_BY_SIDE and name:
+        return run.params.get(f"models.{name}.name", name)
+    return run.name
+
+
+def winrate_table(runs: Sequence[RunPoint], kind: str, number: int) -> Table:
+    """Tables 2 / 3 (appendix E): side-by-side results of each run against its baseline.
+
+    When the experiment holds side-by-side runs (sweeps/sbs.yaml: the paper's ten pairs),
+    the tables hold those pairs only; otherwise every evaluated run against its baseline.
+    """
+    key = f"eval/winrate_{kind}"
+    rows = []
+    sbs = [r for r in runs if r.params.get("front") == SIDE_BY_SIDE]
+    for r in sbs or runs:
+        if key not in r.metrics:
+            continue
+        m = r.metrics
+        rows.append([
+            _model_a(r), r.params.get("baseline", r.params.get("model.baseline.name", "")),
+            int(m.get(f"{key}_wins", 0)), int(m.get(f"{key}_losses", 0)),
+            int(m.get(f"{key}_ties", 0)), m[key], m.get(f"{key}_p_ttest"),
+            m.get(f"{key}_p_wilcoxon"), m.get(f"{key}_p_sign"),
+        ])  # fmt: skip
+    return Table(
+        f"Table {number}: side-by-side {kind} judged by the oracle (appendix E)",
+        ["model_a", "model_b", "wins_a", "wins_b", "ties", "win_rate_a", "p_ttest",
+         "p_wilcoxon", "p_sign"], rows,
+    )  # fmt: skip
