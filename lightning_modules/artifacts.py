@@ -42,6 +42,15 @@ JOBS: dict[str, tuple[str, str, dict[str, Any], int]] = {
     "preference": ("lightning_modules.preference:PreferenceJob", "datamodules.audio:AudioDataModule", {"task": "preference"}, 1),
 }  # fmt: skip
 KINDS = tuple(JOBS)
+# An embedder spec whose `data` names a `folder` trains on the user's audio files instead.
+FOLDER_DATA = "datamodules.audio_folder:AudioFolderDataModule"
+
+
+def _data_target(kind: str, spec: Mapping | None) -> str:
+    data = (spec or {}).get("data") or {}
+    if kind == "embedder" and isinstance(data, Mapping) and "folder" in data:
+        return FOLDER_DATA
+    return JOBS[kind][1]
 # Keys of a spec's `train` section that configure the Trainer rather than the job.
 _TRAINER_KEYS = {"accelerator", "val_every", "log_every", "precision"}
 MODEL_FILE = "model.pt"
@@ -62,8 +71,8 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _sources(kind: str) -> list[Path]:
-    module_target, data_target, _, _ = JOBS[kind]
+def _sources(kind: str, spec: Mapping | None = None) -> list[Path]:
+    module_target, data_target = JOBS[kind][0], _data_target(kind, spec)
     files = []
     for target in (module_target, data_target):
         module = importlib.import_module(target.partition(":")[0])
@@ -93,7 +102,7 @@ def resolve(kind: str, value: str | os.PathLike | Mapping, root: Path | None = N
     version = JOBS[kind][3]
     folder = artifacts.ensure(
         kind, version, spec, lambda tmp: train_artifact(kind, spec, tmp),
-        sources=_sources(kind), root=root,
+        sources=_sources(kind, spec), root=root,
     )  # fmt: skip
     return folder / MODEL_FILE
 
@@ -114,7 +123,8 @@ def train_artifact(kind: str, spec: dict[str, Any], folder: Path) -> None:
     """Train the job for `kind` from `spec` and write model.pt and metrics.json into folder."""
     import lightning.pytorch as pl
 
-    module_target, data_target, fixed_data, _ = JOBS[kind]
+    module_target, _, fixed_data, _ = JOBS[kind]
+    data_target = _data_target(kind, spec)
     pl.seed_everything(int(spec.get("seed", 0)), workers=True, verbose=False)
     train = dict(spec.get("train", {}))
     max_steps = int(train.get("max_steps", 1000))

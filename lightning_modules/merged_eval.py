@@ -37,9 +37,11 @@ from typing import Any
 
 import torch
 
+from lightning_modules import tracking
 from lightning_modules.checks import Checker, plain
 from lightning_modules.policy_job import PolicyJob, load_policy
 from lightning_modules.win_rates import FadSpaces, WinRates, check_baseline
+from suite.artifacts import project_root
 from suite.metrics.eval_set import MeanValue
 from suite.policies import Policy
 from suite.policies.base import NEGATIVE_PROMPT
@@ -62,7 +64,8 @@ class MergedEvaluator(PolicyJob):
             source is loaded into, the `base` source, the CFG teacher of `eval/kl_teacher`
             and the default win-rate baseline.
         sources: what is evaluated: exports (`models/beta0-seed0.safetensors`, or an older
-            `.pt`) and/or "base".
+            `.pt`), exports logged to MLflow (`runs:/<run_id>/models/beta0-seed0.safetensors`,
+            downloaded from the run task's store into `<root>/models/mlflow/`) and/or "base".
         coefficients: weights of `method="merge"` (None: uniform 1/k).
         method: "lerp", "merge", "slerp" or "single" (one source).
         lam: lambda of LERP / SLERP in [0, 1] (0 gives sources[0], 1 sources[1]).
@@ -149,6 +152,9 @@ class MergedEvaluator(PolicyJob):
             check("export_path", export_path, isinstance(export_path, str)
                   and export_path.endswith(".safetensors"), "a path ending in .safetensors or None")  # fmt: skip
         baseline = check_baseline(self.OWNER, plain(baseline), win_rates)
+        for source in [*sources, *((baseline or {}).get("sources") or [])]:
+            if tracking.is_run_uri(source):  # the form now; the run and file in setup()
+                tracking.split_run_uri(source, f"{self.OWNER}: ")
         self.save_hyperparameters(logger=False)
         self.hparams.update(
             policy=policy, sources=sources, coefficients=coefficients, lam=lam, baseline=baseline,
@@ -156,6 +162,7 @@ class MergedEvaluator(PolicyJob):
         )  # fmt: skip
         self.coefficients_used: list[float] | None = None
         self.source_info: list[Any] = []
+        self._origins: dict[str, str] = {}  # downloaded file -> the runs:/ URI it came from
         self.win: WinRates | None = None
         self.fad: FadSpaces | None = None
 
@@ -169,8 +176,18 @@ class MergedEvaluator(PolicyJob):
     def evaluated_policy(self) -> Policy:
         return self.policy
 
+    def _local_source(self, source: str, where: str) -> str:
+        """A `runs:/` source as a local file in `<root>/models/mlflow/`; others unchanged."""
+        if not tracking.is_run_uri(source):
+            return source
+        cache = Path(self.hparams.root or project_root()) / "models" / "mlflow"
+        local = tracking.resolve_source(source, cache, f"{self.OWNER}: {where}")
+        self._origins[local] = source
+        return local
+
     def _recipe(self, base: Policy, base_hash: str, recipe: dict, where: str) -> tuple:
-        sources = [load_source(s, base, base_hash, where) for s in recipe["sources"]]
+        local = [self._local_source(s, where) for s in recipe["sources"]]
+        sources = [load_source(s, base, base_hash, where) for s in local]
         merged, coeffs = build_merged(base, sources, recipe["method"], recipe["coefficients"],
                                       recipe["lambda"], where)  # fmt: skip
         return merged, coeffs, sources
@@ -221,7 +238,8 @@ class MergedEvaluator(PolicyJob):
             "method": "single" if len(hp.sources) == 1 else hp.method,
             "lambda": hp.lam,
             "coefficients": self.coefficients_used,
-            "sources": [{"source": str(s.path or BASE), "label": s.label, "beta": s.beta,
+            "sources": [{"source": self._origins.get(str(s.path), str(s.path or BASE)),
+                         "label": s.label, "beta": s.beta,
                          "weights_hash": s.record.get("weights_hash")} for s in self.source_info],
         }  # fmt: skip
         save_export(self.policy.trainable.state_dict(), hp.export_path, record)
@@ -284,6 +302,7 @@ class MergedEvaluator(PolicyJob):
         from lightning_modules import tracking
 
         tracking.log_missing_params(self, self.run_params())
+        self._log_job_params()
 
     on_validation_start = on_test_start
 

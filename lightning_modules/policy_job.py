@@ -16,6 +16,7 @@ module. Construction stays cheap; everything is built in `setup()`.
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ from suite.rollout import (
 )
 
 JUDGES = ("embedder", "scorer", "preference")
+log = logging.getLogger(__name__)
 
 
 def resolve_policy_spec(spec: dict) -> dict:
@@ -94,31 +96,26 @@ class PolicyJob(L.LightningModule):
 
     def prepare_data(self) -> None:
         """Build (or find) every artifact this job needs; runs on one process per node."""
+        from suite.models.judge_specs import is_model_spec
+
         hp = self.hparams
         resolve_policy_spec(hp.policy)
         for kind in JUDGES:
-            if hp.get(kind) is not None:
+            if hp.get(kind) is not None and not is_model_spec(hp[kind]):
                 resolve(kind, hp[kind])
 
     def _setup_judges(self, policy: Policy) -> None:
-        """E, the MuLan-style scorer and the preference model, refused at another sample rate."""
-        from suite.models.preference import PreferenceModel
-        from suite.models.scorer import MuLanScorer
-        from suite.models.vit import AudioEmbedder
+        """E, the MuLan-style scorer and the preference model, at the policy's sample rate
+        (a judge that reads another rate gets resampled audio, `lightning_modules.judges`)."""
+        from lightning_modules.judges import at_rate
+        from suite.models.judge_specs import load_judge
 
-        classes = {"embedder": AudioEmbedder, "scorer": MuLanScorer, "preference": PreferenceModel}
         for kind in JUDGES:
             spec = self.hparams.get(kind)
             if spec is None or kind in self._frozen:
                 continue
-            path = resolve(kind, spec)
-            model = classes[kind].from_checkpoint(path)
-            if model.sample_rate != policy.sample_rate:
-                raise ValueError(
-                    f"{self.OWNER}: the {kind} {path} expects {model.sample_rate} Hz audio but "
-                    f"the policy produces {policy.sample_rate} Hz"
-                )
-            self._freeze(kind, model)
+            model = load_judge(kind, spec, resolve)
+            self._freeze(kind, at_rate(model, policy.sample_rate, kind, self.OWNER))
 
     def _setup_eval_metrics(self) -> None:
         if self.eval_metrics is None:
@@ -126,6 +123,19 @@ class PolicyJob(L.LightningModule):
                 self._frozen.get("scorer"), self._frozen.get("preference"),
                 omega=self.hparams.omega,
             ).to(self.device)  # fmt: skip
+            if self.eval_metrics.quality is None:
+                log.info("%s: eval/quality = %s", self.OWNER, self.eval_metrics.quality_terms)
+
+    def _log_job_params(self) -> None:
+        """Params only the built job knows (what `eval/quality` sums), if the run lacks them."""
+        if self.eval_metrics is not None:
+            tracking.log_missing_params(self, {"quality_terms": self.eval_metrics.quality_terms})
+
+    def on_fit_start(self) -> None:
+        self._log_job_params()
+
+    def on_test_start(self) -> None:
+        self._log_job_params()
 
     def negative(self, policy: Policy, prompt: str) -> TextCond:
         """The condition of a negative prompt (1 row, cached per policy and prompt)."""

@@ -212,10 +212,16 @@ class DistillStudent(PolicyJob):
 
     # ------------------------------------------------------------------ checkpoints
     def on_train_end(self) -> None:
-        """Export the fine-tuned weights with their provenance, for merging (eq. 6)."""
+        """Export the fine-tuned weights with their provenance, for merging (eq. 6), and log
+        both files to the MLflow run (`runs:/<run_id>/models/<name>.safetensors`)."""
         path = self.hparams.get("export_path")
-        if not path or self.student is None or not self.trainer.is_global_zero:
+        if not path or self.student is None:
             return
+        # Every rank: under FSDP gathering the full weights is a collective (rank 0 gets them).
+        full = self.trainer.strategy.lightning_module_state_dict()
+        if not self.trainer.is_global_zero:
+            return
+        state = {k.removeprefix("student."): v for k, v in full.items() if k.startswith("student.")}
         hp = self.hparams
         record = {
             "kind": "student",
@@ -233,8 +239,9 @@ class DistillStudent(PolicyJob):
             "step": int(self.global_step),
             "mlflow_run_id": tracking.run_id(self),
         }
-        save_export(self.student.state_dict(), path, record)
-        log.info("exported the student to %s", path)
+        save_export(state, path, record)
+        uris = tracking.log_export(self, path)
+        log.info("exported the student to %s%s", path, f" ({uris[0]})" if uris else "")
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint[_CKPT_KEY] = {"ema_baseline": self.ema_baseline}

@@ -3,17 +3,34 @@
 The run task (`suite.run`) opens the run, logs the resolved config as params and marks the
 run FINISHED / FAILED; everything a job adds while it runs goes through here: params the
 run lacks (never a second value for a logged param: MLflow refuses to change one), files
-(WAV, MIDI, exports) as run artifacts, and the MLflow run of an artifact built on demand
-(`lightning_modules.artifacts`), which goes to the store the run task `configure`d.
+(WAV, MIDI, exports with their provenance record) as run artifacts, and the MLflow run of
+an artifact built on demand (`lightning_modules.artifacts`), which goes to the store the
+run task `configure`d.
+
+Also here, because they are MLflow and nothing else:
+- `prepare_mlflow_store`: the database and the experiment, created once before any job
+  (concurrent first-time migrations of a fresh sqlite database crash). Experiments get the
+  tag `mlflow.experimentKind = custom_model_development`, which makes MLflow 3's UI open
+  them on its training view (runs, metrics, charts) instead of the GenAI view (traces);
+- `resolve_source`: a merge source named `runs:/<run_id>/<path>` (an export logged by a
+  student run) downloaded into a local cache folder, refused in one line when the run or
+  the file does not exist.
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 _STORE: dict[str, str] = {}
+
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"  # MLflow 3's training view (not GenAI's)
+RUNS_SCHEME = "runs:/"
+EXPORTS_ARTIFACT_PATH = "models"  # a student's export: runs:/<id>/models/<name>.safetensors
 
 
 def configure(tracking_uri: str | None, experiment_name: str | None) -> None:
@@ -21,6 +38,39 @@ def configure(tracking_uri: str | None, experiment_name: str | None) -> None:
     _STORE.clear()
     if tracking_uri:
         _STORE.update(uri=tracking_uri, experiment=experiment_name or "cfg-distill")
+
+
+def tracking_uri() -> str | None:
+    """The store the run task configured (else `MLFLOW_TRACKING_URI`; None: no store)."""
+    return _STORE.get("uri") or os.environ.get("MLFLOW_TRACKING_URI") or None
+
+
+def prepare_mlflow_store(
+    tracking_uri: str, experiment_name: str, artifact_location: str = ""
+) -> str:
+    """Create the MLflow database (running its migrations once) and the experiment, tagged
+    with the training view's kind (also when it exists without the tag); return its id."""
+    import mlflow
+
+    if tracking_uri.startswith("sqlite:///"):
+        Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        try:
+            return client.create_experiment(
+                experiment_name,
+                artifact_location=artifact_location or None,
+                tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND},
+            )
+        except mlflow.exceptions.MlflowException:
+            # Another process created it between our look-up and our create: use theirs.
+            experiment = client.get_experiment_by_name(experiment_name)
+            if experiment is None:
+                raise
+    if EXPERIMENT_KIND_TAG not in experiment.tags:  # a kind a user chose is kept
+        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    return experiment.experiment_id
 
 
 def mlflow_loggers(module: Any) -> list:
@@ -59,6 +109,97 @@ def log_files(module: Any, paths: Iterable[Path], artifact_path: str) -> None:
     for logger in mlflow_loggers(module):
         for path in paths:
             logger.experiment.log_artifact(logger.run_id, str(path), artifact_path=artifact_path)
+
+
+def log_export(module: Any, path: str | os.PathLike) -> list[str]:
+    """Log an export (`x.safetensors` and its `x.json` record) as artifacts of the module's
+    MLflow run(s) under `models/`; returns their `runs:/<id>/models/x.safetensors` URIs
+    (also set as the run's tag `export`), which merge recipes accept as sources."""
+    from suite.policies.exports import sidecar
+
+    path = Path(path)
+    files = [p for p in (path, sidecar(path)) if p.is_file()]
+    log_files(module, files, EXPORTS_ARTIFACT_PATH)
+    uris = []
+    for logger in mlflow_loggers(module):
+        uri = f"{RUNS_SCHEME}{logger.run_id}/{EXPORTS_ARTIFACT_PATH}/{path.name}"
+        logger.experiment.set_tag(logger.run_id, "export", uri)
+        uris.append(uri)
+    return uris
+
+
+def is_run_uri(source: Any) -> bool:
+    return isinstance(source, str) and source.startswith(RUNS_SCHEME)
+
+
+def split_run_uri(uri: str, where: str = "") -> tuple[str, str]:
+    """`runs:/<run_id>/<path>` -> (run_id, path); ValueError naming the expected form."""
+    run_id, _, path = uri.removeprefix(RUNS_SCHEME).strip("/").partition("/")
+    path = path.strip("/")
+    if not run_id or not path or ".." in Path(path).parts:
+        raise ValueError(
+            f"{where}source {uri}: expected runs:/<run_id>/<artifact path>, e.g. "
+            f"runs:/<run_id>/{EXPORTS_ARTIFACT_PATH}/beta15-seed0.safetensors"
+        )
+    return run_id, path
+
+
+def resolve_source(source: str, cache_dir: str | os.PathLike, where: str = "",
+                   uri: str | None = None) -> str:  # fmt: skip
+    """A merge source as a local file: a path is returned as it is; `runs:/<run_id>/<path>`
+    is downloaded from the configured store (`uri`, else `tracking_uri()`) into
+    `cache_dir/<run_id>/<path>` (kept while its size matches the logged artifact's).
+
+    Refused in one line (FileNotFoundError) when there is no store, no such run or no such
+    file in the run; ValueError for a malformed URI.
+    """
+    if not is_run_uri(source):
+        return source
+    run_id, path = split_run_uri(source, where)
+    uri = uri or tracking_uri()
+    if not uri:
+        raise FileNotFoundError(
+            f"{where}source {source}: no MLflow store to read it from (run with the mlflow "
+            f"logger, or set MLFLOW_TRACKING_URI)"
+        )
+    client = _existing_client(uri, f"{where}source {source}: ")
+    import mlflow
+
+    try:
+        client.get_run(run_id)
+    except mlflow.exceptions.MlflowException as err:
+        raise FileNotFoundError(
+            f"{where}source {source}: no MLflow run {run_id!r} in {uri}"
+        ) from err
+    parent = str(Path(path).parent) if Path(path).parent != Path(".") else None
+    listed = {a.path: a for a in client.list_artifacts(run_id, parent) if not a.is_dir}
+    if path not in listed:
+        have = sorted(listed) or ["nothing"]
+        raise FileNotFoundError(
+            f"{where}source {source}: run {run_id} has no artifact {path!r} "
+            f"(under {parent or 'its root'}: {', '.join(have[:8])})"
+        )
+    target = Path(cache_dir) / run_id / path
+    size = listed[path].file_size
+    if target.is_file() and (size is None or target.stat().st_size == size):
+        return str(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".download-") as tmp:
+        local = client.download_artifacts(run_id, path, dst_path=tmp)
+        os.replace(local, target)  # atomic: parallel jobs may fetch the same export
+    return str(target)
+
+
+def _existing_client(uri: str, where: str):
+    """An MlflowClient on `uri`, refusing a sqlite file that does not exist (MLflow would
+    create an empty database)."""
+    import mlflow
+
+    if uri.startswith("sqlite:///"):
+        db = Path(uri.removeprefix("sqlite:///"))
+        if not db.is_file():
+            raise FileNotFoundError(f"{where}no MLflow database at {db} ({uri})")
+    return mlflow.MlflowClient(tracking_uri=uri)
 
 
 def flat_params(tree: Any, prefix: str = "") -> dict[str, str]:

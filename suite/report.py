@@ -18,6 +18,9 @@ reads the finished runs of an experiment and writes into `--out`:
   the p-values of appendix E, against each run's baseline, or the paper's ten pairs when
   sweeps/sbs.yaml ran), `hypervolume` (below), and `report.md` holding all of them;
 - `runs.csv`: every student and evaluator run with its placing params and final metrics;
+- `listen.html` (+ the clips it plays in `listen/`): each compared model's logged
+  generations for the same test prompts side by side, with its metrics and MIDI, and the
+  side-by-side pairs' two clips next to each other (suite/report_listen.py);
 - the hypervolume of each front (and of the students' final points) against one common
   reference point: the area of the quality-diversity plane that the front dominates
   (both maximised), computed exactly for 2-D by a sweep over the points sorted by quality.
@@ -32,7 +35,8 @@ Run classification uses what the run task logs as params: `model._target_` (the 
 param of the `conf/eval_*.yaml` experiments (falling back to the `sweep` tag).
 No Lightning or Hydra here: only MLflow, numpy and matplotlib. The parts: report_runs.py
 (reading MLflow: runs, fronts, trajectories), report_tables.py (hypervolume, tables 1-3),
-report_figures.py (figures 1, 3, 4); this module assembles and writes the report.
+report_figures.py (figures 1, 3, 4), report_listen.py (the listening page); this module
+assembles and writes the report.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ from pathlib import Path
 import numpy as np
 
 from suite.report_figures import plot_lambda, plot_quality_diversity
+from suite.report_listen import write_listen_page
 from suite.report_runs import (  # noqa: F401 (re-exported: suite.report.RunPoint, ...)
     DIVERSITY,
     FINISHED,
@@ -108,8 +113,19 @@ def build_report(
     diversity: str = DIVERSITY,
     reference: Sequence[float] | None = None,
     log_to_mlflow: bool = True,
+    listen_prompts: int = 4,
+    listen_audio: str = "wav",
 ) -> dict[str, Path]:
-    """Write the report files into `out` (all or nothing); returns {file name: path}."""
+    """Write the report files into `out` (all or nothing); returns {file name: path}.
+
+    `listen_prompts` prompts of the listening page (0: no page), `listen_audio` its clips'
+    format ("wav" as logged, or "mp3", smaller to keep in git)."""
+    if isinstance(listen_prompts, bool) or not isinstance(listen_prompts, int) or listen_prompts < 0:
+        raise ValueError(f"report: listen_prompts (--listen-prompts) must be an int >= 0 "
+                         f"(0: no listening page), got {listen_prompts!r}")  # fmt: skip
+    if listen_audio not in ("wav", "mp3"):
+        raise ValueError(f"report: listen_audio (--listen-audio) must be 'wav' or 'mp3', "
+                         f"got {listen_audio!r}")  # fmt: skip
     client = mlflow_client(tracking_uri)
     runs = load_runs(client, experiment, sweep)
     trajs = trajectories(client, runs, quality, diversity)
@@ -169,10 +185,16 @@ def build_report(
             summary.append(table.markdown())
         (tmp / "runs.csv").write_text(raw.csv())
         summary += ["", f"Raw numbers of all {len(raw.rows)} runs: `runs.csv`."]
+        if listen_prompts:
+            title = f"Listening: experiment {experiment}" + (f", sweep {sweep}" if sweep else "")
+            write_listen_page(client, runs, fronts_, tmp, title, listen_prompts, listen_audio)
+            summary += ["", "Generations of every model, side by side: [listen.html](listen.html)."]
         (tmp / "report.md").write_text("\n".join(summary))
         out.mkdir(parents=True, exist_ok=True)
         written = {}
         for file in sorted(tmp.iterdir()):
+            if file.is_dir() and (out / file.name).is_dir():
+                shutil.rmtree(out / file.name)  # the clips of an older page
             os.replace(file, out / file.name)
             written[file.name] = out / file.name
     finally:
@@ -196,8 +218,11 @@ def _log_report(client, experiment, sweep, written, hv_rows, ref_xy, quality, di
             client.log_param(run_id, key, value)
         for name, _, _, area in hv_rows:
             client.log_metric(run_id, f"hypervolume/{_slug(name)}", float(area))
-        for path in written.values():
-            client.log_artifact(run_id, str(path), artifact_path="report")
+        for name, path in written.items():
+            if path.is_dir():
+                client.log_artifacts(run_id, str(path), artifact_path=f"report/{name}")
+            else:
+                client.log_artifact(run_id, str(path), artifact_path="report")
         client.set_terminated(run_id, FINISHED)
     except BaseException:
         client.set_terminated(run_id, "FAILED")
@@ -219,13 +244,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reference", nargs=2, type=float, metavar=("DIVERSITY", "QUALITY"),
                         default=None, help="hypervolume reference point")  # fmt: skip
     parser.add_argument("--no-log", action="store_true", help="do not log the report to MLflow")
+    parser.add_argument("--listen-prompts", type=int, default=4,
+                        help="prompts on the listening page listen.html (0: no page)")  # fmt: skip
+    parser.add_argument("--listen-audio", choices=("wav", "mp3"), default="wav",
+                        help="format of the page's clips (mp3: smaller, to keep in git)")  # fmt: skip
     args = parser.parse_args(argv)
     try:
         written = build_report(
             args.tracking_uri, args.experiment, args.out, sweep=args.sweep,
             lambda_front=args.lambda_front, quality=args.quality_metric,
             diversity=args.diversity_metric, reference=args.reference,
-            log_to_mlflow=not args.no_log,
+            log_to_mlflow=not args.no_log, listen_prompts=args.listen_prompts,
+            listen_audio=args.listen_audio,
         )  # fmt: skip
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)

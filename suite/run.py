@@ -9,8 +9,9 @@ exception is re-raised. A user mistake found while building the job (a `ValueErr
 multirun it is re-raised so the other jobs of the sweep still run and Hydra reports it.
 
 `PrepareMlflowStore` is a Hydra callback run once in the launching process, before any
-job: it creates the sqlite database and the experiment, because concurrent first-time
-migrations of a fresh MLflow database from parallel jobs crash.
+job is launched (by the basic, joblib or submitit launcher): it creates the sqlite database
+and the experiment (`lightning_modules.tracking.prepare_mlflow_store`), because concurrent
+first-time migrations of a fresh MLflow database from parallel jobs crash.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+
+from lightning_modules.tracking import prepare_mlflow_store  # noqa: F401 (suite.run's API)
 
 log = logging.getLogger("suite")
 
@@ -49,6 +53,10 @@ if not OmegaConf.has_resolver("pyattr"):
 
 USER_ERRORS = (ValueError, FileNotFoundError, KeyError)
 
+# conf/hydra/launcher/submitit_*.yaml: the plugin's names with the suite's defaults, checked
+# against the plugin's schema (a misspelt key is refused); Hydra calls that deprecated.
+warnings.filterwarnings("ignore", r"(?s)\s*'hydra/launcher/\w+' is validated against ConfigStore")
+
 
 # ---------------------------------------------------------------------------------------
 # MLflow store
@@ -66,30 +74,6 @@ def mlflow_settings(cfg: DictConfig) -> dict[str, str] | None:
                 "artifact_location": str(spec.get("artifact_location") or ""),
             }
     return None
-
-
-def prepare_mlflow_store(
-    tracking_uri: str, experiment_name: str, artifact_location: str = ""
-) -> str:
-    """Create the MLflow database (running its migrations once) and the experiment; return its id."""
-    import mlflow
-
-    if tracking_uri.startswith("sqlite:///"):
-        Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
-    experiment = client.get_experiment_by_name(experiment_name)
-    if experiment is not None:
-        return experiment.experiment_id
-    try:
-        return client.create_experiment(
-            experiment_name, artifact_location=artifact_location or None
-        )
-    except mlflow.exceptions.MlflowException:
-        # Another process created it between our look-up and our create: use theirs.
-        experiment = client.get_experiment_by_name(experiment_name)
-        if experiment is None:
-            raise
-        return experiment.experiment_id
 
 
 class PrepareMlflowStore(Callback):

@@ -83,10 +83,23 @@ def test_bad_artifacts_raise_before_training(ckpts, tmp_path):
         make(ckpts, policy=spec(ckpts["lm"], expected_config={"d_model": 64})).setup("fit")
     with pytest.raises(ValueError, match="seq_len=40"):
         make(ckpts, policy=spec(ckpts["lm_small"])).setup("fit")
-    with pytest.raises(ValueError, match="22050 Hz"):
-        make(ckpts, embedder=ckpts["emb22k"]).setup("fit")
     with pytest.raises(FileNotFoundError, match="missing_embedder"):
         make(ckpts, embedder=str(tmp_path / "missing_embedder.pt")).setup("fit")
+
+
+def test_a_judge_at_another_rate_gets_resampled_audio(ckpts, caplog):
+    from lightning_modules.judges import Resampled
+
+    with caplog.at_level("INFO", logger="lightning_modules.judges"):
+        m = ready(ckpts, embedder=ckpts["emb22k"])
+    judge = m._frozen["embedder"]
+    assert isinstance(judge, Resampled) and judge.judge.sample_rate == 22050
+    assert "reads 22050 Hz audio" in caplog.text
+    audio = torch.randn(2, 16000) * 0.1
+    from suite.models.mel import resample
+
+    with torch.no_grad():
+        torch.testing.assert_close(judge(audio), judge.judge(resample(audio, 16000, 22050)))
 
 
 # ------------------------------------------------------------------------ the training step

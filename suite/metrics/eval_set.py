@@ -49,7 +49,8 @@ class EvalMetrics(nn.Module):
         prefix: prefix of the metric names.
 
     Names from `compute()` (each only when its inputs were given):
-        {prefix}quality, {prefix}mulan, {prefix}preference  (scorers; quality needs both),
+        {prefix}quality, {prefix}mulan, {prefix}preference  (scorers; without a preference
+            model quality is omega * MuLan alone, see `quality_terms`),
         {prefix}diversity (PairwiseDiversity on E's embeddings), {prefix}vendi,
         {prefix}oracle_quality, {prefix}oracle_adherence, {prefix}kl_teacher, {prefix}entropy.
     The scorers are frozen judges kept out of the module tree (no weights in checkpoints).
@@ -134,7 +135,17 @@ class EvalMetrics(nn.Module):
             if int(synced_count(metric)) == 0:
                 continue  # e.g. adherence when no prompt names an attribute
             out[f"{self.prefix}{name}"] = float(metric.compute())
+        if self.mulan is not None and f"{self.prefix}mulan" in out:
+            # No preference model: quality is omega * MuLan alone (`quality_terms` says so).
+            out[f"{self.prefix}quality"] = self.omega * out[f"{self.prefix}mulan"]
         return out
+
+    @property
+    def quality_terms(self) -> str:
+        """What `quality` sums: both terms, MuLan alone, or nothing (logged as a param)."""
+        if self.quality is not None:
+            return f"{self.omega:g}*mulan+preference"
+        return f"{self.omega:g}*mulan (no preference model)" if self.mulan is not None else "none"
 
     def reset(self) -> None:
         for metric in self._metrics().values():

@@ -1,7 +1,7 @@
 """Generators behind one interface (`Policy`), built from plain specs.
 
 A job names its generator with a spec `{"name": ..., **arguments}`: `name` is a key of
-`REGISTRY` (`music`, the embedded world's TokenLM) or a `module:Class` path to any
+`REGISTRY` (`music`, the embedded world's TokenLM; `musicgen`, MusicGen in transformers) or a `module:Class` path to any
 `Policy` subclass (a user's own model, the tests' two-codebook policy). `build_policy`
 imports the class and calls its `from_spec(**arguments)`. Spec values that name a built
 artifact (`Policy.ARTIFACTS`) must already be resolved to paths by the caller (the jobs do
@@ -18,6 +18,7 @@ from suite.policies.base import Oracle, Policy, TextCond
 
 REGISTRY: dict[str, str] = {
     "music": "suite.policies.music:MusicPolicy",
+    "musicgen": "suite.policies.musicgen:MusicGenPolicy",
 }
 
 __all__ = ["REGISTRY", "Oracle", "Policy", "TextCond", "build_policy", "policy_class"]
