@@ -38,6 +38,7 @@ from suite.policies import Policy
 from suite.policies.base import NEGATIVE_PROMPT, eval_mode
 from suite.policies.exports import save_export, weights_hash
 from suite.rollout import (
+    chunked_scores,
     embed_audio,
     generate,
     kl_to_teacher,
@@ -78,6 +79,9 @@ class DistillStudent(PolicyJob):
             reward magnitudes (paper: 1; logged as `train/beta_weight`).
         kl_kind: "reverse" (eq. 2), "forward" or "jsd" (generalised JSD, `jsd_beta`).
         kl_reduce: "sum" over positions (eq. 2) or per-token "mean".
+        kl_chunk: compute the KL, log-probs and entropy this many positions at a time (the
+            policy must split its forward; `suite.rollout.chunked_scores` has the memory
+            formula); None scores whole sequences.
         jsd_beta: the JSD's own beta in (0, 1).
         baseline: REINFORCE baseline, "batch" (leave-one-prompt-out batch mean across ranks),
             "ema" (EMA of past batch means, `ema_decay`) or "none".
@@ -109,6 +113,7 @@ class DistillStudent(PolicyJob):
         beta_scale: float = 1.0,
         kl_kind: str = "reverse",
         kl_reduce: str = "sum",
+        kl_chunk: int | None = None,
         jsd_beta: float = 0.5,
         baseline: str = "batch",
         ema_decay: float = 0.99,
@@ -145,6 +150,8 @@ class DistillStudent(PolicyJob):
         check.number("beta_scale", beta_scale, 0, strict=True)
         check.choice("kl_kind", kl_kind, KL_KINDS)
         check.choice("kl_reduce", kl_reduce, REDUCTIONS)
+        if kl_chunk is not None:
+            check.integer("kl_chunk", kl_chunk, 1)
         check("jsd_beta", jsd_beta, check_open_unit(jsd_beta), "in (0, 1)")
         check.choice("baseline", baseline, BASELINES)
         check("ema_decay", ema_decay, isinstance(ema_decay, int | float) and 0 <= ema_decay < 1,
@@ -192,6 +199,11 @@ class DistillStudent(PolicyJob):
         if "teacher" in self._frozen:
             return
         base = load_policy(self.hparams.policy)
+        if self.hparams.get("kl_chunk") is not None and not base.splits_forward:
+            raise ValueError(
+                f"{self.OWNER}: kl_chunk={self.hparams.kl_chunk} needs a policy that splits its "
+                f"forward (hidden / head); {type(base).__name__} does not: set kl_chunk=null"
+            )
         self.base_hash = weights_hash(base.trainable.state_dict())
         student = base.fork()
         if self.student is not None:  # restored from a checkpoint before setup()
@@ -297,19 +309,30 @@ class DistillStudent(PolicyJob):
                                  generator=generator)  # [B, N, K, L]  # fmt: skip
         flat = tokens.reshape(B * N, *tokens.shape[2:])  # [B*N, K, L]
         rows = cond.repeat_interleave(N)  # B*N rows, same order as `flat`
-        with timer("teacher"):
-            neg = self.negative(teacher, hp.negative_prompt)
-            t_logits = teacher_logits(teacher, flat, rows, gamma=hp.gamma, neg_cond=neg,
-                                      allowed=allowed)  # [B*N, K, L, V]  # fmt: skip
-        with timer("student"):
-            # Score in eval mode (gradients still flow): with dropout on, the log-probs and
-            # the KL would be those of a perturbed network, not of the policy that sampled.
-            with eval_mode(policy):
-                s_logits = masked(policy(flat, rows), allowed)  # [B*N, K, L, V]
-            kl = kl_to_teacher(s_logits, t_logits, T, kind=hp.kl_kind, reduce=hp.kl_reduce,
-                               jsd_beta=hp.jsd_beta)  # [B*N]  # fmt: skip
-            kl_loss = kl.mean()
-            logprobs = sequence_log_probs(s_logits, flat, T).view(B, N)  # [B, N]
+        neg = self.negative(teacher, hp.negative_prompt)
+        if hp.get("kl_chunk") is not None:
+            with timer("student"):  # teacher and student, a few positions at a time
+                kl, flat_logprobs, entropy = chunked_scores(
+                    policy, teacher, flat, rows, gamma=hp.gamma, neg_cond=neg, temperature=T,
+                    allowed=allowed, chunk=hp.kl_chunk, kind=hp.kl_kind, reduce=hp.kl_reduce,
+                    jsd_beta=hp.jsd_beta,
+                )  # [B*N], [B*N], []  # fmt: skip
+                kl_loss = kl.mean()
+                logprobs = flat_logprobs.view(B, N)  # [B, N]
+        else:
+            with timer("teacher"):
+                t_logits = teacher_logits(teacher, flat, rows, gamma=hp.gamma, neg_cond=neg,
+                                          allowed=allowed)  # [B*N, K, L, V]  # fmt: skip
+            with timer("student"):
+                # Score in eval mode (gradients still flow): with dropout on, the log-probs and
+                # the KL would be those of a perturbed network, not of the policy that sampled.
+                with eval_mode(policy):
+                    s_logits = masked(policy(flat, rows), allowed)  # [B*N, K, L, V]
+                kl = kl_to_teacher(s_logits, t_logits, T, kind=hp.kl_kind, reduce=hp.kl_reduce,
+                                   jsd_beta=hp.jsd_beta)  # [B*N]  # fmt: skip
+                kl_loss = kl.mean()
+                logprobs = sequence_log_probs(s_logits, flat, T).view(B, N)  # [B, N]
+                entropy = policy_entropy(s_logits, T).mean()
         stats: dict[str, float] = {}
         if N >= 2:
             with timer("render"):
@@ -341,7 +364,7 @@ class DistillStudent(PolicyJob):
             "train/loss": float(loss.detach()), "train/kl": float(kl_loss.detach()),
             "train/surrogate": float(surrogate.detach()), "train/beta_t": beta_t,
             "train/beta_weight": weight,
-            "train/entropy": float(policy_entropy(s_logits, T).mean()),
+            "train/entropy": float(entropy),
             "train/logprob": float(logprobs.detach().mean()),
         })  # fmt: skip
         stats.update({f"time/{k}": v for k, v in timer.seconds.items()})

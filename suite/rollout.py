@@ -34,6 +34,7 @@ from suite.policies.base import Policy, TextCond, eval_mode
 from suite.sampling import mask_logits, sample, score
 
 __all__ = [
+    "chunked_scores",
     "embed_audio",
     "frozen",
     "generate",
@@ -171,6 +172,77 @@ def kl_to_teacher(
         s.reshape(B, -1, V), t.reshape(B, -1, V), temperature=temperature, kind=kind,
         jsd_beta=jsd_beta, reduce=reduce,
     )  # fmt: skip
+
+
+def chunked_scores(
+    student: Policy,
+    teacher: Policy,
+    tokens: torch.Tensor,
+    cond: TextCond,
+    *,
+    gamma: float,
+    neg_cond: TextCond | None,
+    temperature: float,
+    allowed: torch.Tensor | None,
+    chunk: int,
+    kind: str = "reverse",
+    reduce: str = "sum",
+    jsd_beta: float = 0.5,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The KL of eq. (2), log p_theta(y | x) and the mean entropy, `chunk` positions at a time.
+
+    Equal (up to float summation order) to `kl_to_teacher` / `sequence_log_probs` /
+    `policy_entropy` on whole-sequence logits, for a policy that `splits_forward`: the
+    transformer runs once over the sequence (student with gradient, teacher's conditional
+    and negative rows in one batched forward without), then the output heads, the CFG
+    combination and the per-position terms run on `chunk` positions at a time inside
+    activation checkpointing, so the backward pass recomputes a chunk's logits instead of
+    keeping them. Peak memory of the logits, with R = rows, K codebooks, V vocabulary:
+    about 6 * R * K * L * V * 4 bytes whole (student logits and their log-softmax, the
+    teacher's conditional, negative and CFG logits and log-softmax), about
+    6 * R * K * chunk * V * 4 bytes chunked, plus the hidden states 3 * R * L * D * 4 bytes.
+
+    Returns `(kl [R], log_probs [R], mean entropy per token (a detached scalar))`.
+    """
+    from torch.utils.checkpoint import checkpoint
+
+    from suite.objectives import cfg_logits
+
+    R, K, L = tokens.shape
+    use_neg = neg_cond is not None and gamma != 1.0
+    with frozen(teacher):
+        if use_neg:
+            both = teacher.hidden(torch.cat([tokens, tokens]), TextCond.cat([cond, neg_cond.expand(R)]))
+            h_cond, h_neg = both[:R], both[R:]  # [R, L, D] each
+        else:
+            h_cond, h_neg = teacher.hidden(tokens, cond), None
+    with eval_mode(student):
+        h_student = student.hidden(tokens, cond)  # [R, L, D], with gradient
+
+    def part(h_s, h_c, h_n, start: int, end: int):
+        with torch.no_grad():
+            z_t = teacher.head(h_c)
+            if h_n is not None:
+                z_t = cfg_logits(z_t, teacher.head(h_n), gamma)
+            z_t = masked(z_t, None if allowed is None else allowed[:, start:end])  # [R, K, l, V]
+        z_s = masked(student.head(h_s), None if allowed is None else allowed[:, start:end])
+        V = z_s.shape[-1]
+        kl = token_kl(z_s.reshape(R, -1, V), z_t.reshape(R, -1, V), temperature=temperature,
+                      kind=kind, jsd_beta=jsd_beta, reduce="sum")  # fmt: skip
+        logp = sequence_log_probs(z_s, tokens[:, :, start:end], temperature)
+        return kl, logp, policy_entropy(z_s, temperature).sum()
+
+    kl = logp = entropy = None
+    for start in range(0, L, chunk):
+        end = min(L, start + chunk)
+        args = (h_student[:, start:end], h_cond[:, start:end],
+                None if h_neg is None else h_neg[:, start:end], start, end)  # fmt: skip
+        k, lp, ent = checkpoint(part, *args, use_reentrant=False)
+        kl, logp = (k, lp) if kl is None else (kl + k, logp + lp)
+        entropy = ent if entropy is None else entropy + ent
+    if reduce == "mean":
+        kl = kl / (K * L)
+    return kl, logp, entropy / (R * K * L)
 
 
 def policy_entropy(logits: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -108,7 +108,7 @@ def test_a_runs_uri_resolves_to_the_same_export_in_a_cache(logged, tmp_path):
     assert tracking.resolve_source("models/x.safetensors", cache) == "models/x.safetensors"
 
 
-def test_bad_runs_uris_are_refused_in_one_line(logged, tmp_path):
+def test_bad_runs_uris_are_refused_in_one_line(logged, tmp_path, monkeypatch):
     uri, run_id, _, _ = logged
     cache = tmp_path / "cache"
     cases = [
@@ -125,6 +125,7 @@ def test_bad_runs_uris_are_refused_in_one_line(logged, tmp_path):
             tracking.resolve_source(source, cache, "Job: ", uri=uri)
         text = str(info.value)
         assert needle in text and text.startswith(f"Job: source {source}") and "\n" not in text
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # mlflow sets it when used
     with pytest.raises(FileNotFoundError, match="no MLflow store to read it from"):
         tracking.resolve_source(f"runs:/{run_id}/models/a.safetensors", cache)
     missing = tmp_path / "absent.db"

@@ -327,6 +327,10 @@ class TokenLM(nn.Module):
         logits[:, n] is the distribution of tokens[:, n] given tokens[:, :n] and cond;
         tokens[:, N-1] is therefore never read.
         """
+        return self._head(self.hidden_states(tokens, cond))  # [B, N, V] float32
+
+    def hidden_states(self, tokens: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """The final (normed) hidden states [B, N, D] that `forward` maps to logits."""
         if not isinstance(tokens, torch.Tensor) or tokens.dtype not in (torch.long, torch.int):
             raise TypeError("TokenLM.forward: tokens must be an integer tensor [B, N]")
         if tokens.dim() != 2 or not 1 <= tokens.shape[1] <= self.seq_len:
@@ -347,7 +351,7 @@ class TokenLM(nn.Module):
         x = F.dropout(x, self.dropout, self.training)
         for block in self.blocks:
             x = block(x)
-        return self._head(self.ln_f(x[:, P - 1 :]))  # [B, N, V] float32
+        return self.ln_f(x[:, P - 1 :])  # [B, N, D]
 
     # ------------------------------------------------------------------ incremental decoding
     def start(self, cond: torch.Tensor) -> tuple[KVCache, torch.Tensor]:

@@ -208,6 +208,21 @@ class Policy(nn.Module, abc.ABC):
         """Bool `[K, L, V]`: which tokens may stand where (None: everything, everywhere)."""
         return None
 
+    # Optional: the teacher-forced forward split at the output heads, so that the KL of eq. 2
+    # can be computed a few positions at a time (`suite.rollout.chunked_scores`):
+    # `forward(t, c) == head(hidden(t, c))`. Policies without it are scored whole.
+    def hidden(self, tokens: torch.Tensor, cond: TextCond) -> torch.Tensor:
+        """Final hidden states `[B, L, D]` of tokens `[B, K, L]` (teacher forcing)."""
+        raise NotImplementedError(f"{type(self).__name__} does not split its forward")
+
+    def head(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Logits `[B, K, l, V]` (float32) of hidden states `[B, l, D]`."""
+        raise NotImplementedError(f"{type(self).__name__} does not split its forward")
+
+    @property
+    def splits_forward(self) -> bool:
+        return type(self).hidden is not Policy.hidden
+
     # ------------------------------------------------------------------ audio
     @abc.abstractmethod
     def to_audio(self, tokens: torch.Tensor) -> tuple[torch.Tensor, int]:

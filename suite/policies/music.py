@@ -127,6 +127,12 @@ class TokenLMPolicy(Policy):
             )
         return self.lm(tokens[:, 0], self._vectors(cond))[:, None]  # [B, 1, L, V]
 
+    def hidden(self, tokens: torch.Tensor, cond: TextCond) -> torch.Tensor:
+        return self.lm.hidden_states(tokens[:, 0], self._vectors(cond))  # [B, L, D]
+
+    def head(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.lm._head(hidden)[:, None]  # [B, 1, l, V]
+
     def allowed_mask(self) -> torch.Tensor | None:
         return self._allowed
 

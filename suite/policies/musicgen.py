@@ -111,6 +111,19 @@ class DecoderSide(nn.Module):
         states = self.proj(cond.states.to(next(self.parameters()).dtype)) * mask[..., None]
         return states, mask  # [B, T, D], [B, T]
 
+    def hidden(self, inputs: torch.Tensor, states, mask) -> torch.Tensor:
+        """Inputs `[B, K, n]` -> the decoder's final hidden states `[B, n, D]` (no cache)."""
+        B, K, n = inputs.shape
+        out = self.decoder.model(input_ids=inputs.reshape(B * K, n), encoder_hidden_states=states,
+                                 encoder_attention_mask=mask)  # fmt: skip
+        return out.last_hidden_state
+
+    def head(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Hidden `[B, n, D]` -> logits `[B, K, n, V + 1]` float32 (the K heads + the pad column)."""
+        logits = torch.stack([h(hidden) for h in self.decoder.lm_heads], dim=1).float()
+        pad = torch.zeros(*logits.shape[:-1], 1, dtype=logits.dtype, device=logits.device)
+        return torch.cat([logits, pad], dim=-1)
+
     def logits(self, inputs: torch.Tensor, states, mask, cache=None, use_cache=False):
         """Inputs `[B, K, n]` -> (logits `[B, K, n, V + 1]` float32, cache)."""
         B, K, n = inputs.shape
@@ -227,6 +240,14 @@ class MusicGenPolicy(Policy):
         states, mask = self.lm.encoder_states(cond)
         inputs = torch.cat([self._bos(B), tokens[:, :, : L - 1]], dim=2)  # [B, K, L]
         return self.lm.logits(inputs, states, mask)[0]  # [B, K, L, V + 1]
+
+    def hidden(self, tokens: torch.Tensor, cond: TextCond) -> torch.Tensor:
+        B, K, L = tokens.shape
+        states, mask = self.lm.encoder_states(cond)
+        return self.lm.hidden(torch.cat([self._bos(B), tokens[:, :, : L - 1]], dim=2), states, mask)
+
+    def head(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.lm.head(hidden)
 
     def allowed_mask(self) -> torch.Tensor:
         return self._allowed
