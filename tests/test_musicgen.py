@@ -177,3 +177,28 @@ def test_two_process_cpu_ddp_fit(tmp_path):
     (run,) = _runs(tmp_path)
     assert run.info.status == "FINISHED" and "train/reward_mean" in run.data.metrics
     assert (tmp_path / "ddp.safetensors").is_file()
+
+
+def test_a_merge_of_decoders_of_different_shapes_is_refused_naming_the_key(tmp_path, mg):
+    from suite.policies import musicgen as mgmod
+    from suite.policies.exports import save_export, weights_hash
+    from suite.policies.recipes import build_merged, load_source
+
+    saved = dict(mgmod.TINY)
+    mgmod.TINY["hidden"] = 48
+    try:
+        wide = build_policy({"name": "musicgen", "tiny": True, "frames": 12})
+    finally:
+        mgmod.TINY.update(saved)
+    base_hash = weights_hash(mg.trainable.state_dict())
+    record = {"kind": "student", "policy": {"name": "musicgen", "architecture": wide.architecture()},
+              "base_hash": base_hash, "beta": 15}  # fmt: skip
+    save_export(wide.trainable.state_dict(), tmp_path / "wide.safetensors", record)
+    sources = [load_source("base", mg, base_hash), load_source(str(tmp_path / "wide.safetensors"), mg, base_hash)]
+    with pytest.raises(ValueError, match="hidden_size: export 48 vs base 32"):
+        build_merged(mg, sources, "lerp", None, 0.5)
+    record["policy"]["architecture"] = mg.architecture()  # a record that lies: the weights refuse
+    save_export(wide.trainable.state_dict(), tmp_path / "liar.safetensors", record)
+    sources[1] = load_source(str(tmp_path / "liar.safetensors"), mg, base_hash)
+    with pytest.raises(ValueError, match=r"decoder\.model\.decoder\.embed_tokens\.0\.weight"):
+        build_merged(mg, sources, "lerp", None, 0.5)

@@ -176,8 +176,7 @@ class MusicGenPolicy(Policy):
         self._tokenizer = tokenizer
         self._arch = {"hidden_size": dec.hidden_size, "num_hidden_layers": dec.num_hidden_layers,
                       "num_attention_heads": dec.num_attention_heads, "ffn_dim": dec.ffn_dim,
-                      "num_codebooks": dec.num_codebooks, "vocab_size": dec.vocab_size,
-                      "frames": frames}  # fmt: skip
+                      "num_codebooks": dec.num_codebooks, "vocab_size": dec.vocab_size}  # fmt: skip
         self.register_buffer("_allowed", delay_mask(self.num_codebooks, frames, self.codes),
                              persistent=False)  # fmt: skip
 
