@@ -50,17 +50,21 @@ def build(name: str, frames: int, device: str):
     return policy, model.to(device).eval(), tokenizer
 
 
-def median_time(fn, repeats: int, device: str) -> float:
-    times = []
-    for _ in range(repeats + 1):  # the first run warms up
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times[1:])
+def median_times(fns: dict, repeats: int, device: str) -> dict[str, float]:
+    """Median seconds of each function over `repeats` rounds, interleaved so that load on a
+    shared machine hits every contender alike (one warm-up round first)."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for round_ in range(repeats + 1):
+        for name, fn in fns.items():
+            if device == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            fn()
+            if device == "cuda":
+                torch.cuda.synchronize()
+            if round_:
+                times[name].append(time.perf_counter() - start)
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def bench_sampling(name: str, batch: int, frames: int, repeats: int, device: str) -> dict:
@@ -89,8 +93,8 @@ def bench_sampling(name: str, batch: int, frames: int, repeats: int, device: str
                                max_new_tokens=steps, min_new_tokens=steps)  # fmt: skip
         return run
 
-    t = {k: median_time(f, repeats, device) for k, f in
-         {"ours": ours(1.0), "ours_cfg": ours(3.0), "hf": theirs(1.0), "hf_cfg": theirs(3.0)}.items()}  # fmt: skip
+    t = median_times({"ours": ours(1.0), "ours_cfg": ours(3.0), "hf": theirs(1.0),
+                      "hf_cfg": theirs(3.0)}, repeats, device)  # fmt: skip
     return {"config": name, "batch": batch, "steps": steps, **t}
 
 
@@ -165,7 +169,7 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name in CONFIGS:
         r = bench_sampling(name, args.batch, args.frames, args.repeats, args.device)
-        tps = lambda t: r["batch"] * r["steps"] * 4 / t  # noqa: E731  (4 codebooks per step)
+        tps = lambda t, r=r: r["batch"] * r["steps"] * 4 / t  # noqa: E731  (4 codebooks per step)
         print(f"| {name} | {r['batch']} | {r['steps']} | {tps(r['ours']):,.0f} | {tps(r['ours_cfg']):,.0f} "
               f"| {r['ours_cfg'] / r['ours']:.2f} | {tps(r['hf']):,.0f} | {tps(r['hf_cfg']):,.0f} "
               f"| {r['hf_cfg'] / r['ours_cfg']:.2f}x |")  # fmt: skip

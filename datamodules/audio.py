@@ -24,6 +24,11 @@ differences: at 500 steps (batch 32) same-piece recall@1 was 0.56 with independe
 and 0.73 without pitch/tempo shifts; shared shifts still diversify the training pieces
 (measured in the session-2 note of issue 6).
 
+Recording augmentation (`recording_augment`, for E): each chunk of a pair is cut from its
+own rendering of the piece with a recording quality drawn independently (clean, noisy,
+distorted, lo-fi), in training and in validation, so same-piece pairs differ in recording
+and E cannot use the recording as the piece's identity (the world's fairness rule).
+
 Preference pairs (`make_flawed`): a clean piece (clean recording, every step "ok") against a
 flawed rendition of the SAME piece: a bad recording token, per-step performance flaws
 (early / late / dropout / detuned), and/or wrong notes (melody notes moved a semitone).
@@ -45,56 +50,12 @@ from torch.utils.data import DataLoader, Dataset
 
 from suite.music import attributes as A
 from suite.music import tokens as T
+from suite.music.edits import _header_pos, shift_tempo, transpose_tokens  # noqa: F401 (re-exported)
 
 Renderer = Callable[[torch.Tensor], torch.Tensor]
 
 
 # ---------------------------------------------------------------- token edits
-
-
-def _header_pos(name: str) -> int:
-    return A.ATTRIBUTE_NAMES.index(name)
-
-
-def transpose_tokens(tokens: torch.Tensor, semitones: torch.Tensor) -> torch.Tensor:
-    """Transpose `[B, L]` tokens by `[B]` semitones (melody, bass, chord roots, key)."""
-    out = tokens.clone()
-    k = semitones.to(tokens.device).long()[:, None]  # [B, 1]
-    for track, low, high in (
-        ("melody", T.MEL_LOW, T.MEL_HIGH),
-        ("bass_note", T.BASS_LOW, T.BASS_HIGH),
-    ):
-        pos = torch.as_tensor(T.track_positions(track), device=tokens.device)
-        start = T.TYPE_RANGES[track][0]
-        local = tokens[:, pos] - start  # [B, N_STEPS]
-        pitch = low + local - 2 + k
-        pitch = torch.where(pitch >= high, pitch - 12, pitch)  # fold back into the range
-        pitch = torch.where(pitch < low, pitch + 12, pitch)
-        is_note = (local >= 2) & (local < 2 + high - low)
-        out[:, pos] = torch.where(is_note, start + 2 + pitch - low, tokens[:, pos])
-    pos = torch.as_tensor(T.track_positions("chord"), device=tokens.device)
-    start = T.TYPE_RANGES["chord"][0]
-    code = tokens[:, pos] - start - 2
-    nq = len(T.CHORD_QUALITIES)
-    root, quality = code // nq, code % nq
-    moved = start + 2 + ((root + k) % 12) * nq + quality
-    out[:, pos] = torch.where((code >= 0) & (code < T.N_CHORDS), moved, tokens[:, pos])
-    kp, (ks, ke) = _header_pos("key"), T.TYPE_RANGES["key"]
-    key = tokens[:, kp] - ks
-    valid = (key >= 0) & (key < ke - ks)
-    out[:, kp] = torch.where(valid, ks + (key + k[:, 0]) % 12, tokens[:, kp])
-    return out
-
-
-def shift_tempo(tokens: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
-    """Move the tempo header of `[B, L]` tokens by `[B]` buckets (clamped to the range)."""
-    out = tokens.clone()
-    tp, (ts, te) = _header_pos("tempo"), T.TYPE_RANGES["tempo"]
-    tempo = tokens[:, tp] - ts
-    valid = (tempo >= 0) & (tempo < te - ts)
-    moved = ts + (tempo + delta.to(tokens.device).long()).clamp(0, te - ts - 1)
-    out[:, tp] = torch.where(valid, moved, tokens[:, tp])
-    return out
 
 
 def is_clean(tokens: torch.Tensor) -> torch.Tensor:
@@ -208,6 +169,7 @@ class AudioDataModule(L.LightningDataModule):
         max_tempo_shift: int = 1,
         snr_db: Sequence[float] = (10.0, 40.0),
         pair_augment: str = "shared",
+        recording_augment: bool = False,
         seed: int = 0,
         render: Renderer | None = None,
         text_tower=None,
@@ -234,6 +196,7 @@ class AudioDataModule(L.LightningDataModule):
         self.max_transpose, self.max_tempo_shift = max_transpose, max_tempo_shift
         self.snr_db = (float(snr_db[0]), float(snr_db[1]))
         self.pair_augment = pair_augment
+        self.recording_augment = bool(recording_augment)
         self._tokens = None if tokens is None else torch.as_tensor(tokens).long()
         self._captions = None if captions is None else list(captions)
         self._render = render
@@ -309,8 +272,26 @@ class AudioDataModule(L.LightningDataModule):
         snr = lo + (hi - lo) * torch.rand(audio.shape[0], generator=self._gen)
         return add_noise(audio, snr, self._gen)
 
-    def _chunks(self, audio: torch.Tensor, training: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """Two chunks per piece -> `[B, clip]` each (see the module docstring)."""
+    def _recordings(self, tokens: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """`tokens` with a recording quality drawn uniformly per piece (clean or a flaw)."""
+        out = tokens.clone()
+        pos, start = _header_pos("recording"), T.TYPE_RANGES["recording"][0]
+        draw = torch.randint(0, len(A.RECORDINGS), (tokens.shape[0],), generator=generator)
+        out[:, pos] = start + draw.to(tokens.device)
+        return out
+
+    def _two_renders(self, tokens: torch.Tensor, training: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """The pieces rendered twice, each time with its own random recording quality, so a
+        positive pair differs in recording and E must tell pieces apart by their music
+        (the world issue's fairness rule). Validation draws are fixed per batch."""
+        gen = self._gen if training else torch.Generator().manual_seed(self.seed + 7)
+        return self.render(self._recordings(tokens, gen)), self.render(self._recordings(tokens, gen))
+
+    def _chunks(
+        self, audio: torch.Tensor, training: bool, other: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Two chunks per piece -> `[B, clip]` each (see the module docstring); with `other`
+        (the same pieces rendered differently) the second chunk is cut from it."""
         b, s = audio.shape
         clip = round(self.clip_seconds * 16000)
         if clip > s:
@@ -329,7 +310,7 @@ class AudioDataModule(L.LightningDataModule):
             first, second = torch.zeros(b, dtype=torch.long), torch.full((b,), s - clip)
         offs = torch.arange(clip)
         a = audio.gather(1, (first[:, None] + offs).to(audio.device))
-        c = audio.gather(1, (second[:, None] + offs).to(audio.device))
+        c = (audio if other is None else other).gather(1, (second[:, None] + offs).to(audio.device))
         return a, c
 
     @torch.no_grad()
@@ -338,7 +319,13 @@ class AudioDataModule(L.LightningDataModule):
         training = self.trainer is not None and self.trainer.training
         aug = self.augment and training
         if self.task == "embedder":
-            if aug and self.pair_augment == "independent":  # own pitch / tempo per chunk
+            if self.recording_augment:  # a recording quality per chunk (music, not recording)
+                shifted = self._augment_tokens(tokens) if aug else tokens
+                first, second = self._two_renders(shifted, training)
+                a, c = self._chunks(first, training, other=second)
+                if aug:
+                    a, c = self._noise(a), self._noise(c)
+            elif aug and self.pair_augment == "independent":  # own pitch / tempo per chunk
                 audio = self.render(self._augment_tokens(torch.cat([tokens, tokens])))
                 audio = self._noise(audio)
                 a, _ = self._chunks(audio[: len(tokens)], True)

@@ -173,7 +173,10 @@ class PolicyJob(L.LightningModule):
             kl = kl_to_teacher(flat_logits, t_logits, temperature, model.allowed_mask()).view(P, G)
         audio = policy_audio(policy, tokens)  # [P, G, S]
         emb = embed_audio(self._need("embedder"), audio)  # [P, G, D]
-        judged = policy.oracle.scores(tokens, prompts) if policy.oracle is not None else None
+        judged = None
+        if policy.oracle is not None:
+            judged = policy.oracle.scores(tokens, prompts)
+            judged["pair_distance"] = policy.oracle.pair_distances(tokens)  # [P]
         self.eval_metrics.update(
             prompts, audio, emb, logits=logits, temperature=temperature, kl=kl, oracle=judged
         )

@@ -14,11 +14,14 @@ Also here, because they are MLflow and nothing else:
   them on its training view (runs, metrics, charts) instead of the GenAI view (traces);
 - `resolve_source`: a merge source named `runs:/<run_id>/<path>` (an export logged by a
   student run) downloaded into a local cache folder, refused in one line when the run or
-  the file does not exist.
+  the file does not exist;
+- `record_resume_changes`: a resumed run keeps its first params (MLflow never changes
+  one), so the params a resume sets differently are listed in a tag and a warning.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from collections.abc import Iterable, Mapping
@@ -26,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 _STORE: dict[str, str] = {}
+_log = logging.getLogger("suite")
 
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"  # MLflow 3's training view (not GenAI's)
@@ -200,6 +204,38 @@ def _existing_client(uri: str, where: str):
         if not db.is_file():
             raise FileNotFoundError(f"{where}no MLflow database at {db} ({uri})")
     return mlflow.MlflowClient(tracking_uri=uri)
+
+
+# Keys a resume changes by design (where to resume from, how far to go, how many threads,
+# the new job's output folder): not a change of the experiment, so not flagged.
+RESUME_KEYS = ("ckpt_path", "trainer.max_steps", "trainer.max_epochs", "trainer.default_root_dir",
+               "torch_threads")  # fmt: skip
+
+
+def resume_changes(known: dict[str, str], params: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """The logged params a resumed run now sets differently: {key: (first value, new value)}."""
+    return {
+        key: (known[key], str(value))
+        for key, value in sorted(params.items())
+        if key in known
+        and known[key] != str(value)
+        and key not in RESUME_KEYS
+        and not key.startswith("paths.")
+    }
+
+
+def record_resume_changes(client: Any, run_id: str, known: dict[str, str], params: dict) -> None:
+    """Warn, and tag the run, when a resume changes its hyper-parameters.
+
+    MLflow keeps a param's first value, so without this the compare view would show the
+    first start's value for a run whose later steps used another one.
+    """
+    changes = resume_changes(known, params)
+    if not changes:
+        return
+    listing = "; ".join(f"{k}: {old} -> {new}" for k, (old, new) in changes.items())
+    _log.warning("resuming run %s with changed hyper-parameters: %s", run_id, listing)
+    client.set_tag(run_id, "resume_changed_params", listing[:5000])
 
 
 def flat_params(tree: Any, prefix: str = "") -> dict[str, str]:

@@ -27,10 +27,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-STAGES = ("fit", "validate", "test", "predict", "prepare")
+STAGES = ("fit", "validate", "test", "predict", "prepare", "diagnose")
 
 USAGE = (
-    "usage: python -m suite {fit,validate,test,predict,prepare} --config FILE.yaml [-m] "
+    "usage: python -m suite {fit,validate,test,predict,prepare,diagnose} --config FILE.yaml [-m] "
     "[hydra overrides ...]  |  python -m suite report --experiment NAME [--out DIR]"
 )
 

@@ -17,6 +17,7 @@ first-time migrations of a fresh MLflow database from parallel jobs crash.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 import math
 import os
@@ -32,7 +33,11 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from lightning_modules.tracking import prepare_mlflow_store  # noqa: F401 (suite.run's API)
+from lightning_modules.tracking import (  # noqa: F401 (suite.run's API)
+    prepare_mlflow_store,
+    record_resume_changes,
+    resume_changes,
+)
 
 log = logging.getLogger("suite")
 
@@ -77,7 +82,8 @@ def mlflow_settings(cfg: DictConfig) -> dict[str, str] | None:
 
 
 class PrepareMlflowStore(Callback):
-    """Hydra callback: create the MLflow store before the first job of a run or sweep."""
+    """Hydra callback: create the MLflow store before the first job of a run or sweep (and,
+    for a sweep, refuse in one line a launcher whose optional plugin is not installed)."""
 
     def _prepare(self, config: DictConfig) -> None:
         settings = mlflow_settings(config)
@@ -88,7 +94,21 @@ class PrepareMlflowStore(Callback):
         self._prepare(config)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        target = str(OmegaConf.select(config, "hydra.launcher._target_", default="") or "")
+        module = target.rpartition(".")[0]
+        if module.startswith("hydra_plugins.") and not _importable(module):
+            plugin = module.split(".")[1].replace("_", "-")  # e.g. hydra-ray-launcher
+            print(f"error: hydra.launcher: {target} is not installed: `pip install {plugin}`",
+                  file=sys.stderr)  # fmt: skip
+            sys.exit(2)
         self._prepare(config)
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # its parent package is missing
+        return False
 
 
 # ---------------------------------------------------------------------------------------
@@ -223,43 +243,6 @@ def log_run_start(loggers: list[Any], cfg: DictConfig, resumed: bool) -> None:
         remember_run_id(cfg.paths.ckpt_dir, run_id)
 
 
-# Keys a resume changes by design (where to resume from, how far to go, how many threads,
-# the new job's output folder): not a change of the experiment, so not flagged.
-RESUME_KEYS = (
-    "ckpt_path",
-    "trainer.max_steps",
-    "trainer.max_epochs",
-    "trainer.default_root_dir",
-    "torch_threads",
-)
-
-
-def resume_changes(known: dict[str, str], params: dict[str, Any]) -> dict[str, tuple[str, str]]:
-    """The logged params a resumed run now sets differently: {key: (first value, new value)}."""
-    return {
-        key: (known[key], str(value))
-        for key, value in sorted(params.items())
-        if key in known
-        and known[key] != str(value)
-        and key not in RESUME_KEYS
-        and not key.startswith("paths.")
-    }
-
-
-def record_resume_changes(client: Any, run_id: str, known: dict[str, str], params: dict) -> None:
-    """Warn, and tag the run, when a resume changes its hyper-parameters.
-
-    MLflow keeps a param's first value, so without this the compare view would show the
-    first start's value for a run whose later steps used another one.
-    """
-    changes = resume_changes(known, params)
-    if not changes:
-        return
-    listing = "; ".join(f"{k}: {old} -> {new}" for k, (old, new) in changes.items())
-    log.warning("resuming run %s with changed hyper-parameters: %s", run_id, listing)
-    client.set_tag(run_id, "resume_changed_params", listing[:5000])
-
-
 def _started_mlflow(loggers: list[Any]) -> list[Any]:
     """The MLflow loggers whose run exists (a logger creates its run on first use)."""
     from lightning.pytorch.loggers import MLFlowLogger
@@ -310,6 +293,18 @@ def run(cfg: DictConfig) -> float | None:
     tracking.configure(settings.get("tracking_uri"), settings.get("experiment_name"))
     if cfg.stage == "prepare":
         return prepare(cfg)
+    if cfg.stage == "diagnose":
+        from lightning_modules.diagnose import diagnose
+
+        d = cfg.get("diagnose") or {}
+        diagnose(OmegaConf.to_container(cfg.generator, resolve=True),
+                 OmegaConf.to_container(cfg.model.embedder, resolve=True)
+                 if OmegaConf.is_config(cfg.model.embedder) else cfg.model.embedder,
+                 str(cfg.data.eval_prompts), str(cfg.negative_prompt), float(cfg.gamma),
+                 int(d.get("generations", 4)), int(d.get("body_candidates", 10)),
+                 str(d.get("out", f"{cfg.paths.root}/docs/diagnostics.csv")), str(cfg.paths.root),
+                 int(cfg.seed))  # fmt: skip
+        return None
     ckpt_path, resume_run_id = resume_from(cfg)
 
     loggers: list[Any] = []

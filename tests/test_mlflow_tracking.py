@@ -165,3 +165,34 @@ def test_merged_evaluator_merges_runs_uris_like_files(tmp_path):
         bad.setup("test")
     with pytest.raises(ValueError, match="MergedEvaluator: source runs:/abc: expected"):
         make_evaluator(ckpts, sources=["runs:/abc", "base"])
+
+
+def test_a_students_fit_logs_its_export_to_its_run(tmp_path):
+    """DistillStudent.on_train_end: the export and its record become artifacts of the run
+    that trained it, and its runs:/ URI gives back the same weights and record."""
+    import lightning as L
+    from lightning.pytorch.loggers import MLFlowLogger
+    from student_common import Prompts, make, save_checkpoints
+    from torch.utils.data import DataLoader
+
+    ckpts = save_checkpoints(tmp_path / "ckpts")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    logger = MLFlowLogger(experiment_name="t", tracking_uri=uri,
+                          artifact_location=str(tmp_path / "art"))  # fmt: skip
+    export = tmp_path / "models" / "beta15-seed0.safetensors"
+    m = make(ckpts, export_path=str(export), n_audio_samples=0)
+    trainer = L.Trainer(max_steps=1, accelerator="cpu", devices=1, logger=logger,
+                        enable_progress_bar=False, enable_model_summary=False,
+                        enable_checkpointing=False, limit_val_batches=0,
+                        default_root_dir=tmp_path)  # fmt: skip
+    trainer.fit(m, DataLoader(Prompts(4, 0), batch_size=4))
+    run = _client(uri).get_run(logger.run_id)
+    assert run.data.tags["export"] == f"runs:/{logger.run_id}/models/beta15-seed0.safetensors"
+    listed = {a.path for a in _client(uri).list_artifacts(logger.run_id, "models")}
+    assert listed == {"models/beta15-seed0.safetensors", "models/beta15-seed0.json"}
+    local = tracking.resolve_source(run.data.tags["export"], tmp_path / "cache", uri=uri)
+    (state, record), (want_state, want_record) = load_export(local), load_export(export)
+    assert record == want_record and record["mlflow_run_id"] == logger.run_id
+    assert all(torch.equal(state[k], want_state[k]) for k in want_state)
+    trained = m.student.state_dict()
+    assert all(torch.equal(state[k], trained[k]) for k in trained)

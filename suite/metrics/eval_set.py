@@ -52,7 +52,9 @@ class EvalMetrics(nn.Module):
         {prefix}quality, {prefix}mulan, {prefix}preference  (scorers; without a preference
             model quality is omega * MuLan alone, see `quality_terms`),
         {prefix}diversity (PairwiseDiversity on E's embeddings), {prefix}vendi,
-        {prefix}oracle_quality, {prefix}oracle_adherence, {prefix}kl_teacher, {prefix}entropy.
+        {prefix}oracle_quality, {prefix}oracle_adherence, {prefix}kl_teacher, {prefix}entropy,
+        {prefix}oracle_diversity (the oracle's musical distance between a prompt's
+        generations: a diversity judge independent of the rewarded embedder E).
     The scorers are frozen judges kept out of the module tree (no weights in checkpoints).
     """
 
@@ -72,6 +74,7 @@ class EvalMetrics(nn.Module):
         self.kl_teacher = MeanValue()
         self.oracle_quality = MeanValue()
         self.oracle_adherence = MeanValue()
+        self.oracle_diversity = MeanValue()  # the oracle's musical distance: E-independent
         both = scorer is not None and preference is not None
         self.quality = QualityScore(scorer, preference, omega) if both else None
         self.mulan = MuLanScore(scorer) if scorer is not None and preference is None else None
@@ -95,13 +98,16 @@ class EvalMetrics(nn.Module):
     ) -> None:
         """Add P prompts' N generations: audio `[P, N, S]`, embeddings `[P, N, D]`, sampling
         logits `[P, N, K, L, V]` (entropy of softmax(z / T)), per-sequence KL to the teacher
-        `[P, N]`, the oracle's `{"quality", "adherence"}` scores `[P, N]` where there is one."""
+        `[P, N]`, the oracle's `{"quality", "adherence"}` scores `[P, N]` where there is one
+        (and its mean musical distance between a prompt's generations, "pair_distance" `[P]`)."""
         from suite.rollout import frozen
 
         prompts = list(prompts)
         if oracle is not None:
             self.oracle_quality.update(oracle["quality"])
             self.oracle_adherence.update(oracle["adherence"])
+            if "pair_distance" in oracle:
+                self.oracle_diversity.update(oracle["pair_distance"])
         if embeddings is not None:
             self.diversity.update(embeddings)
             self.vendi.update(embeddings)

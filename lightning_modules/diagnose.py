@@ -1,0 +1,73 @@
+"""`python -m suite diagnose --config conf/beta15.yaml`: the world's shortcut diagnostics.
+
+Runs `suite.world_diagnostics` on the artifacts a student config names (its base policy
+and its embedder E) over the config's held-out eval prompts, prints the table and writes
+it to a CSV (`docs/diagnostics.csv` by default; one row per measurement: name, value,
+limit, verdict). It never builds an artifact: a missing one is refused, naming it and the
+command that builds it, before anything is computed or written.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("suite.diagnose")
+
+
+def _built(kind: str, spec: Any, root: Path) -> Path:
+    """The file of an artifact that must already exist (path or built spec)."""
+    from lightning_modules.artifacts import JOBS, MODEL_FILE
+    from suite import artifacts
+
+    if isinstance(spec, str):
+        if not Path(spec).is_file():
+            raise FileNotFoundError(f"diagnose: {kind} checkpoint not found: {spec}")
+        return Path(spec)
+    folder = artifacts.find_built(kind, spec, root)
+    if folder is None or JOBS[kind][3] != artifacts.read_record(folder).get("version"):
+        raise FileNotFoundError(
+            f"diagnose: the {kind} artifact of this config is not built; run `python -m suite "
+            f"prepare --config conf/prepare.yaml` (or this config's own prepare) first"
+        )
+    return folder / MODEL_FILE
+
+
+def diagnose(policy: dict, embedder: Any, prompts_file: str, negative_prompt: str, gamma: float,
+             generations: int, body_candidates: int, out: str, root: str, seed: int = 0) -> list[dict]:  # fmt: skip
+    """Run the diagnostics and write `out`; returns the rows."""
+    from suite.models.vit import AudioEmbedder
+    from suite.music.prompts import PROMPT_SETS, load_prompt_records, prompt_set
+    from suite.policies.music import MusicPolicy
+    from suite.world_diagnostics import cfg_share_rows, embedder_rows
+
+    if policy.get("name") != "music":
+        raise ValueError(f"diagnose: measures the embedded music world's shortcuts; generator "
+                         f"{policy.get('name')!r} is not it (use generator=music)")  # fmt: skip
+    root_path = Path(root) / "artifacts"
+    lm_path = _built("base_lm", policy["checkpoint"], root_path)
+    e_path = _built("embedder", embedder, root_path)
+    path = prompt_set(prompts_file, root) if prompts_file in PROMPT_SETS else Path(prompts_file)
+    prompts = [r["prompt"] for r in load_prompt_records(path)]
+    world = MusicPolicy.from_spec(str(lm_path), use_grammar_mask=policy.get("use_grammar_mask", True))
+    E = AudioEmbedder.from_checkpoint(e_path).eval()
+    log.info("diagnose: base model %s, embedder %s, %d prompts x %d", lm_path, e_path, len(prompts), generations)
+    rows = cfg_share_rows(world, prompts, negative_prompt, n=generations, gamma=gamma, seed=seed,
+                          body_candidates=body_candidates)  # fmt: skip
+    rows += embedder_rows(world, E, prompts, seed=seed)
+    width = max(len(r["name"]) for r in rows)
+    print(f"\n{'measurement':<{width}}  {'value':>8}  {'verdict':<7}  limit")
+    for r in rows:
+        print(f"{r['name']:<{width}}  {r['value']:>8.3f}  {r['verdict']:<7}  {r['limit']}")
+    target = Path(out)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".tmp")
+    with tmp.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["name", "value", "limit", "verdict"])
+        writer.writeheader()
+        writer.writerows({**r, "value": f"{r['value']:.4f}"} for r in rows)
+    tmp.replace(target)
+    log.info("diagnose: wrote %s", target)
+    return rows

@@ -1,0 +1,85 @@
+"""The world's fairness machinery (issue 18): the shortcut diagnostics, the fair embedder's
+recording augmentation and the oracle's independent diversity metric."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from suite.metrics.eval_set import EvalMetrics
+from suite.models.lm import TokenLM
+from suite.music import attributes as A
+from suite.music import tokens as T
+from suite.music.corpus import build_corpus
+from suite.policies.music import MusicOracle, MusicPolicy
+from suite.sampling import sample
+from suite.world_diagnostics import _verdict, sample_cfg_at
+
+
+def _policy() -> MusicPolicy:
+    torch.manual_seed(0)
+    lm = TokenLM(T.VOCAB_SIZE, T.SEQ_LEN, d_model=32, n_layers=1, n_heads=2, d_ff=64, n_prefix=2)
+    vectors = {"Rock song.": 1, "Jazz": 2, "Bad audio quality.": 3, "": 0}
+    return MusicPolicy(lm, encode=lambda ps: torch.stack(
+        [torch.randn(384, generator=torch.Generator().manual_seed(vectors[p])) * bool(p) for p in ps]))  # fmt: skip
+
+
+def test_cfg_at_every_position_is_the_cfg_sampler_and_at_none_the_conditional_policy():
+    p = _policy()
+    cond, neg = p.encode_text(["Rock song.", "Jazz"]), p.encode_text(["Bad audio quality."])
+    every = torch.ones(p.seq_len, dtype=torch.bool)
+    ours = sample_cfg_at(p, cond, neg, 3.0, every, 0.99, seed=5)
+    ref = sample(p, cond, neg_cond=neg, gamma=3.0, temperature=0.99, allowed=p.allowed_mask(),
+                 generator=torch.Generator().manual_seed(5)).tokens  # fmt: skip
+    assert torch.equal(ours, ref)
+    none = sample_cfg_at(p, cond, neg, 3.0, ~every, 0.99, seed=5)
+    ref1 = sample(p, cond, neg_cond=neg, gamma=1.0 + 1e-12, temperature=0.99,
+                  allowed=p.allowed_mask(), generator=torch.Generator().manual_seed(5)).tokens  # fmt: skip
+    assert (none == ref1).float().mean() > 0.99  # the same draws up to float rounding
+
+
+def test_verdicts_read_their_limits():
+    assert _verdict({"name": "a", "value": 0.2, "limit": "<= 0.25"})["verdict"] == "ok"
+    assert _verdict({"name": "a", "value": 0.3, "limit": "<= 0.25"})["verdict"] == "FAIL"
+    assert _verdict({"name": "a", "value": 0.3, "limit": "> 0.5 (x)"})["verdict"] == "FAIL"
+    assert _verdict({"name": "a", "value": 0.3, "limit": ""})["verdict"] == "info"
+
+
+def test_oracle_diversity_is_the_mean_musical_distance_of_a_prompts_generations():
+    pieces = torch.as_tensor(build_corpus(seed=1, n=8, progress=False).tokens, dtype=torch.long)
+    tokens = pieces.view(2, 4, 1, -1)  # [P, N, K, L]
+    oracle = MusicOracle()
+    judged = oracle.scores(tokens, ["Rock song.", "Jazz"])
+    judged["pair_distance"] = oracle.pair_distances(tokens)
+    metrics = EvalMetrics()
+    metrics.update(["Rock song.", "Jazz"], oracle=judged)
+    from suite.music import oracle as O
+
+    manual = [sum(O.distance(g[i, 0].numpy(), g[j, 0].numpy()) for i in range(4) for j in range(i + 1, 4)) / 6
+              for g in tokens]  # fmt: skip
+    assert metrics.compute()["eval/oracle_diversity"] == pytest.approx(sum(manual) / 2)
+
+
+def test_the_fair_embedder_sees_each_chunk_of_a_pair_under_its_own_recording(monkeypatch):
+    from datamodules.audio import AudioDataModule
+
+    pieces = torch.as_tensor(build_corpus(seed=1, n=64, progress=False).tokens, dtype=torch.long)
+    seen = []
+    dm = AudioDataModule(task="embedder", tokens=pieces, batch_size=16, recording_augment=True,
+                         render=lambda t: (seen.append(t[:, A.ATTRIBUTE_NAMES.index("recording")].clone()),
+                                           torch.zeros(t.shape[0], 96000))[1])  # fmt: skip
+    dm.setup("fit")
+    out = dm.on_after_batch_transfer({"tokens": pieces[:16], "index": torch.arange(16)}, 0)
+    assert set(out) == {"audio_a", "audio_b", "label"} and len(seen) == 2  # two renders
+    assert (seen[0] != seen[1]).any()  # the pair's recordings were drawn independently
+    start = T.TYPE_RANGES["recording"][0]
+    assert ((seen[0] >= start) & (seen[0] < start + len(A.RECORDINGS))).all()
+
+
+def test_diagnose_refuses_a_config_whose_artifacts_are_not_built(tmp_path):
+    from lightning_modules.diagnose import _built
+
+    with pytest.raises(FileNotFoundError, match=r"base_lm artifact of this config is not built; run `python -m suite prepare"):
+        _built("base_lm", {"seed": 123, "model": {}}, tmp_path)
+    with pytest.raises(FileNotFoundError, match="embedder checkpoint not found"):
+        _built("embedder", str(tmp_path / "nope.pt"), tmp_path)
