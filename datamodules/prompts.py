@@ -14,6 +14,13 @@ embedding `negative_cond` [384] ("" gives the zero row: unconditional CFG).
 Batches: {"prompt": list[str], "cond": FloatTensor [B, 384], "index": LongTensor [B]};
 `index` is the prompt's row in its file, and `records(split)[index]` holds its parsed
 attributes (for the oracle judge).
+
+Exact resume: the training order comes from `ResumableSampler`, whose epoch-e permutation
+is a pure function of (seed, e), drawn exactly as `DataLoader(shuffle=True, generator=
+Generator().manual_seed(seed))` drew it before (the same prompts in the same order), and
+the DataModule's `state_dict` records how many prompts of the current epoch were consumed.
+A run resumed from a checkpoint mid-epoch therefore continues that epoch's order where the
+checkpoint left it, instead of drawing a new one.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from suite.music import prompts as music_prompts
 
@@ -44,6 +51,51 @@ def _collate(items: list[dict]) -> dict:
         "cond": torch.stack([it["cond"] for it in items]),  # [B, 384]
         "index": torch.tensor([it["index"] for it in items], dtype=torch.long),
     }
+
+
+class ResumableSampler(Sampler[int]):
+    """Shuffled indices whose epoch-e order depends only on (seed, e), resumable mid-epoch.
+
+    The permutation of epoch e replays the draws `DataLoader(shuffle=True, generator=g)`
+    makes on `g = Generator().manual_seed(seed)`: per epoch the iterator's base seed (one
+    int64), the permutation, and the empty tail permutation `RandomSampler` draws when
+    exhausted. Lightning calls `set_epoch` before each epoch (also after a restore);
+    without it the sampler counts its own epochs. `skip(epoch, n)` drops the first n
+    indices of that epoch once (what a checkpoint had consumed).
+    """
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed = int(n), int(seed)
+        self.epoch = 0
+        self._skip: tuple[int, int] | None = None
+
+    def __len__(self) -> int:
+        return self.n
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def skip(self, epoch: int, count: int) -> None:
+        self._skip = (int(epoch), int(count))
+
+    def permutation(self, epoch: int) -> list[int]:
+        g = torch.Generator().manual_seed(self.seed)
+        perm = None
+        for e in range(epoch + 1):
+            torch.empty((), dtype=torch.int64).random_(generator=g)  # the iterator's base seed
+            perm = torch.randperm(self.n, generator=g)
+            if e < epoch:
+                torch.randperm(self.n, generator=g)  # RandomSampler's empty tail, at exhaustion
+        return perm.tolist()
+
+    def __iter__(self):
+        epoch = self.epoch
+        self.epoch = epoch + 1  # unless set_epoch says otherwise
+        order = self.permutation(epoch)
+        if self._skip is not None and self._skip[0] == epoch:
+            order = order[self._skip[1]:]
+        self._skip = None
+        return iter(order)
 
 
 def _resolve(spec: str, root: str | None) -> Path:
@@ -94,6 +146,8 @@ class PromptDataModule(L.LightningDataModule):
         self._records: dict[str, list[dict]] = {}
         self._sets: dict[str, _PromptDataset] = {}
         self.negative_cond: torch.Tensor | None = None
+        self._sampler: ResumableSampler | None = None
+        self._resume: dict[str, int] | None = None
 
     @property
     def tower(self):
@@ -124,14 +178,46 @@ class PromptDataModule(L.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if split not in self._sets:
             self.setup("fit" if split == "train" else "test")
+        sampler = None
+        if shuffle:
+            sampler = self._sampler = ResumableSampler(len(self._sets[split]), self.seed)
+            if self._resume is not None:
+                sampler.skip(self._resume["epoch"], self._resume["consumed"])
+                self._resume = None
         return DataLoader(
             self._sets[split],
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
             num_workers=self.num_workers,
             collate_fn=_collate,
+            # Only the iterators' base seeds come from here now (as before: never the global RNG).
             generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
         )
+
+    # ------------------------------------------------------------------ exact resume
+    def state_dict(self) -> dict[str, int]:
+        """Where the training order stands: the epoch and the prompts it has consumed."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None or self._sampler is None:
+            return {}
+        loop = trainer.fit_loop
+        batches = int(loop.epoch_loop.batch_progress.current.processed)
+        world = int(getattr(trainer, "world_size", 1) or 1)
+        return {"seed": int(self.seed), "epoch": int(loop.epoch_progress.current.processed),
+                "consumed": batches * self.batch_size * world}  # fmt: skip
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        if not state:
+            return
+        if int(state.get("seed", self.seed)) != int(self.seed):
+            raise ValueError(
+                f"PromptDataModule: the checkpoint's prompt order comes from seed "
+                f"{state['seed']}, this run's data.seed is {self.seed}: resume with the same seed"
+            )
+        self._resume = {"epoch": int(state["epoch"]), "consumed": int(state["consumed"])}
+        if self._sampler is not None:
+            self._sampler.skip(self._resume["epoch"], self._resume["consumed"])
+            self._resume = None
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
