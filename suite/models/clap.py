@@ -18,6 +18,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from suite.models.hash_tokenizer import HashTokenizer
+
 
 class ClapScorer(nn.Module):
     """CLAP as the MuLan-style scorer (module docstring)."""
@@ -60,22 +62,6 @@ class ClapScorer(nn.Module):
         return (self.embed_audio(audio) * self.embed_text(prompts)).sum(-1)
 
 
-class _HashTokenizer:
-    def __init__(self, vocab: int, max_length: int = 32):
-        self.vocab, self.max_length = vocab, max_length
-
-    def __call__(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        import hashlib
-
-        rows = [[0] + [3 + int(hashlib.sha1(w.lower().encode()).hexdigest(), 16) % (self.vocab - 3)
-                       for w in p.split()][: self.max_length - 2] + [2] for p in prompts]  # fmt: skip
-        T = max(len(r) for r in rows)
-        ids, mask = torch.ones(len(rows), T, dtype=torch.long), torch.zeros(len(rows), T, dtype=torch.long)
-        for i, r in enumerate(rows):
-            ids[i, : len(r)], mask[i, : len(r)] = torch.tensor(r), 1
-        return ids, mask
-
-
 class _HFTokenizer:
     def __init__(self, tokenizer):
         self.tokenizer = tokenizer
@@ -104,7 +90,8 @@ def tiny_clap(seed: int = 0):
         torch.manual_seed(seed)
         model = ClapModel(ClapConfig(text_config=text.to_dict(), audio_config=audio.to_dict(),
                                      projection_dim=8))  # fmt: skip
-    return model, ClapFeatureExtractor(truncation="rand_trunc"), _HashTokenizer(99, 38)
+    return model, ClapFeatureExtractor(truncation="rand_trunc"), HashTokenizer(
+        99, first=3, bos=0, eos=2, pad=1, max_length=38)
 
 
 def load_local(checkpoint: str):

@@ -27,7 +27,6 @@ nothing is downloaded at run time. `tiny=True` builds a small random model from 
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from suite.models.hash_tokenizer import HashTokenizer
 from suite.policies.base import Policy, TextCond
 
 _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
@@ -69,23 +69,6 @@ def delay(codes: torch.Tensor, pad: int) -> torch.Tensor:
 def undelay(tokens: torch.Tensor, frames: int) -> torch.Tensor:
     """Delayed tokens `[B, K, L]` -> codes `[B, K, frames]` (the inverse of `delay`)."""
     return torch.stack([tokens[:, k, k : k + frames] for k in range(tokens.shape[1])], dim=1)
-
-
-class HashTokenizer:
-    """Words -> ids by hashing, for random tiny configs only (a real checkpoint has its own)."""
-
-    def __init__(self, vocab: int):
-        self.vocab = vocab
-
-    def __call__(self, prompts: list[str], max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = [[2 + int(hashlib.sha1(w.lower().encode()).hexdigest(), 16) % (self.vocab - 2)
-                 for w in p.split()][: max_length - 1] + [1] for p in prompts]  # fmt: skip
-        T = max(len(r) for r in rows)
-        ids = torch.zeros(len(rows), T, dtype=torch.long)
-        mask = torch.zeros(len(rows), T, dtype=torch.long)
-        for i, r in enumerate(rows):
-            ids[i, : len(r)], mask[i, : len(r)] = torch.tensor(r), 1
-        return ids, mask
 
 
 class _HFTokenizer:
@@ -305,7 +288,7 @@ def tiny_musicgen(seed: int = 0):
                     param.data.normal_(0.0, 0.3)
     finally:
         hf_logging.set_verbosity(verbosity)
-    return model.eval(), HashTokenizer(t["text_vocab"])
+    return model.eval(), HashTokenizer(t["text_vocab"], first=2, eos=1, pad=0)
 
 
 def load_local(checkpoint: str):
