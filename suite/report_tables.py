@@ -102,10 +102,12 @@ def vendi_table(runs: Sequence[RunPoint]) -> Table:
 
 
 RUN_PARAMS = ("front", "beta", "lambda", "gamma", "temperature", "sources", "baseline")
-RUN_METRICS = ("eval/quality", "eval/diversity", "eval/oracle_quality", "eval/mulan",
-               "eval/preference", "eval/vendi", "eval/one_minus_mean", "eval/fad",
-               "eval/kl_teacher", "eval/entropy", "eval/winrate_quality",
-               "eval/winrate_diversity")  # fmt: skip
+# Quality by part (text adherence: MuLan, oracle adherence; acoustic: preference, oracle
+# quality) and diversity by judge (E's, the oracle's musical distance), each its own column.
+RUN_METRICS = ("eval/quality", "eval/diversity", "eval/oracle_diversity", "eval/oracle_quality",
+               "eval/oracle_adherence", "eval/mulan", "eval/preference", "eval/vendi",
+               "eval/one_minus_mean", "eval/fad", "eval/kl_teacher", "eval/entropy",
+               "eval/winrate_quality", "eval/winrate_diversity")  # fmt: skip
 
 
 def runs_table(runs: Sequence[RunPoint]) -> Table:
