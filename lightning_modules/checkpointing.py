@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import re
 import signal
 import time
 from pathlib import Path
@@ -42,6 +43,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lightning_modules import interrupts
 from lightning_modules.guards import check_finite_state
+from suite.preflight import remember_run_id, run_id_path  # noqa: F401 (re-exported)
 
 log = logging.getLogger("suite")
 
@@ -50,21 +52,6 @@ RESUME_KEY = "suite_resume"
 
 class CheckpointWriteError(OSError):
     """A checkpoint save left no loadable file (read-only folder, full disk, ...)."""
-
-
-def run_id_path(ckpt_dir: str | os.PathLike) -> Path:
-    """Beside (not inside) the checkpoint folder, which Lightning wants empty on a fresh run."""
-    path = Path(ckpt_dir)
-    return path.with_name(path.name + ".mlflow_run_id")
-
-
-def remember_run_id(ckpt_dir: str | os.PathLike, run_id: str) -> None:
-    path = run_id_path(ckpt_dir)
-    if path.is_file() and path.read_text().strip() == run_id:
-        return
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(run_id)
-    os.replace(tmp, path)
 
 
 def verify_checkpoint(path: str | os.PathLike) -> None:
@@ -77,7 +64,12 @@ def verify_checkpoint(path: str | os.PathLike) -> None:
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as err:  # noqa: BLE001 - any failure means the file is unusable
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        text = str(err).strip()
+        found = re.search(r"GLOBAL\W+([\w.]+)", text)
+        if "Weights only load failed" in text:
+            first = f"it holds an object weights-only loading refuses ({found.group(1) if found else '?'})"
+        else:
+            first = text.splitlines()[0] if text else type(err).__name__
         raise CheckpointWriteError(f"checkpoint {path} does not load back: {first}") from err
     if not isinstance(loaded, dict) or "state_dict" not in loaded:
         raise CheckpointWriteError(f"checkpoint {path} does not load back as a checkpoint")
@@ -85,8 +77,13 @@ def verify_checkpoint(path: str | os.PathLike) -> None:
 
 def rng_states() -> dict[str, Any]:
     """The global random streams (every one a run may draw from between two checkpoints)."""
-    states: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate(),
-                              "numpy": np.random.get_state()}  # fmt: skip
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    # Plain types and tensors only: checkpoints are read back with weights_only=True.
+    states: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": [str(kind), torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
+    }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         states["cuda"] = torch.cuda.get_rng_state_all()
     return states
@@ -99,7 +96,8 @@ def set_rng_states(states: dict[str, Any]) -> None:
         version, internal, gauss = states["python"]
         random.setstate((version, tuple(internal), gauss))
     if "numpy" in states:
-        np.random.set_state(tuple(states["numpy"]))
+        kind, keys, pos, has_gauss, gauss = states["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
 
@@ -121,6 +119,7 @@ class SafeCheckpoint(ModelCheckpoint):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.last_good: str | None = None
+        self.last_good_step: int = -1
         self.evaluated_step: int = -1  # global step of the last finished in-fit evaluation
         self.restored: dict[str, Any] | None = None  # `suite_resume` of the checkpoint resumed
         self._interrupt_saved: str | None = None
@@ -134,7 +133,9 @@ class SafeCheckpoint(ModelCheckpoint):
             run_id = mlflow_run_id(trainer)
             if run_id and self.dirpath:
                 remember_run_id(self.dirpath, run_id)
-        self.last_good = filepath
+        if self.last_good_step != trainer.global_step or self.last_good is None:
+            self.last_good = filepath  # the step file, saved before its last.ckpt copy
+        self.last_good_step = int(trainer.global_step)
 
     def _save_last_checkpoint(self, trainer: pl.Trainer, monitor_candidates: dict) -> None:
         super()._save_last_checkpoint(trainer, monitor_candidates)

@@ -36,7 +36,7 @@ def last_good_checkpoint(trainer: Any) -> str:
     for callback in getattr(trainer, "checkpoint_callbacks", None) or []:
         good = getattr(callback, "last_good", None)
         if good:
-            return str(good)
+            return f"{good} (global step {callback.last_good_step})"
         path = getattr(callback, "last_model_path", "")
         if path:
             return str(path)
@@ -76,7 +76,7 @@ def check_finite_state(trainer: Any, module: torch.nn.Module, when: str) -> None
     bad = non_finite_state(module, getattr(trainer, "optimizers", None) or [])
     if bad:
         raise NonFiniteError(
-            f"non-finite weights {when} at global step {trainer.global_step} (in {', '.join(bad)}): "
+            f"non-finite weights {when} at global step {trainer.global_step} ({', '.join(bad)}): "
             f"an update blew up although its loss was finite; stopping so they are never saved; "
             f"the last good checkpoint is {last_good_checkpoint(trainer)}"
         )

@@ -188,6 +188,10 @@ class MergedEvaluator(PolicyJob):
     def _recipe(self, base: Policy, base_hash: str, recipe: dict, where: str) -> tuple:
         local = [self._local_source(s, where) for s in recipe["sources"]]
         sources = [load_source(s, base, base_hash, where) for s in local]
+        for source in sources:  # an export is never silently stale (issue 21)
+            note = tracking.stale_export_note(source.record) if source.path else None
+            if note:
+                log.warning("%s: %ssource %s may be stale: %s", self.OWNER, where, source.path, note)
         merged, coeffs = build_merged(base, sources, recipe["method"], recipe["coefficients"],
                                       recipe["lambda"], where)  # fmt: skip
         return merged, coeffs, sources
@@ -240,7 +244,9 @@ class MergedEvaluator(PolicyJob):
             "coefficients": self.coefficients_used,
             "sources": [{"source": self._origins.get(str(s.path), str(s.path or BASE)),
                          "label": s.label, "beta": s.beta,
-                         "weights_hash": s.record.get("weights_hash")} for s in self.source_info],
+                         "weights_hash": s.record.get("weights_hash"),
+                         "mlflow_run_id": s.record.get("mlflow_run_id"),
+                         "step": s.record.get("step")} for s in self.source_info],
         }  # fmt: skip
         save_export(self.policy.trainable.state_dict(), hp.export_path, record)
         log.info("exported the evaluated weights to %s", hp.export_path)

@@ -27,6 +27,7 @@ from torch import nn
 
 from lightning_modules import tracking
 from lightning_modules.artifacts import resolve
+from lightning_modules.guards import guarded_sampling
 from suite.metrics.eval_set import EvalMetrics
 from suite.policies import Policy, TextCond, build_policy, policy_class
 from suite.rollout import (
@@ -50,6 +51,47 @@ def resolve_policy_spec(spec: dict) -> dict:
         if out.get(key) is not None:
             out[key] = str(resolve(kind, out[key]))
     return out
+
+
+# kind -> (module, presets, config class) of the judges an artifact spec builds
+_JUDGE_CONFIGS = {
+    "embedder": ("suite.models.vit", "EMBEDDER_PRESETS", "EmbedderConfig"),
+    "scorer": ("suite.models.scorer", "SCORER_PRESETS", "ScorerConfig"),
+    "preference": ("suite.models.preference", "PREFERENCE_PRESETS", "PreferenceConfig"),
+}
+
+
+def check_artifact_architecture(kind: str, spec: Any, model: nn.Module, owner: str) -> None:
+    """Refuse a judge whose architecture is not the one its artifact spec builds (a model.pt
+    replaced in the artifact's folder, or built by other code): it would be used, and its
+    scores reported, as if it were the artifact."""
+    import importlib
+
+    from suite.models.audio_checkpoint import config_diff
+    from suite.models.judge_specs import is_model_spec
+
+    config = getattr(model, "config", None)
+    if not isinstance(spec, dict) or is_model_spec(spec) or kind not in _JUDGE_CONFIGS or config is None:
+        return
+    module, presets, config_cls = _JUDGE_CONFIGS[kind]
+    models = importlib.import_module(module)
+    wanted = dict(spec.get("model") or {})
+    if wanted.get("model_config") is not None:
+        expected = getattr(models, config_cls).from_dict(wanted["model_config"])
+    else:
+        expected = getattr(models, presets).get(wanted.get("preset", "tiny"))
+    if expected is None:
+        return
+    diff = config_diff(config.to_dict(), expected.to_dict())
+    if diff:
+        from suite.artifacts import find_built
+
+        folder = find_built(kind, spec) or f"artifacts/{kind}-*"  # never builds: only names it
+        raise ValueError(
+            f"{owner}: {kind}: the artifact at {folder} is not the model its spec "
+            f"builds ({'; '.join(diff[:3])}): it was replaced or built by other code; delete its "
+            f"folder to rebuild it, or name the file as {kind}=<path> to use it on purpose"
+        )
 
 
 def load_policy(spec: dict) -> Policy:
@@ -115,6 +157,7 @@ class PolicyJob(L.LightningModule):
             if spec is None or kind in self._frozen:
                 continue
             model = load_judge(kind, spec, resolve)
+            check_artifact_architecture(kind, spec, model, self.OWNER)
             self._freeze(kind, at_rate(model, policy.sample_rate, kind, self.OWNER))
 
     def _setup_eval_metrics(self) -> None:
@@ -188,10 +231,10 @@ class PolicyJob(L.LightningModule):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """n generations per prompt from `seed`: tokens `[P, n, K, L]`, logits `[P, n, K, L, V]`."""
         gen = torch.Generator(device=self.device).manual_seed(int(seed))
-        tokens, logits = generate(
+        tokens, logits = guarded_sampling(self.OWNER, self, "sampling the evaluation", lambda: generate(
             policy, cond, n, temperature=temperature, gamma=gamma, neg_cond=neg,
             allowed=policy.allowed_mask(), generator=gen, return_logits=True,
-        )  # fmt: skip
+        ))  # fmt: skip
         return tokens, logits
 
     def evaluate_batch(self, prompts: list[str], seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -29,14 +29,15 @@ from collections.abc import Sequence
 
 import torch
 
-from lightning_modules import tracking
 from lightning_modules.checks import Checker
+from lightning_modules.guards import guarded_sampling
 from lightning_modules.policy_job import PolicyJob, load_policy
 from lightning_modules.step_utils import PhaseTimer, all_ranks_finite, world_reduce
+from lightning_modules.student_export import export_student
 from suite.objectives import beta_schedule, diversity_rewards, joint_loss, reinforce_loss
 from suite.policies import Policy
 from suite.policies.base import NEGATIVE_PROMPT, eval_mode
-from suite.policies.exports import save_export, weights_hash
+from suite.policies.exports import weights_hash
 from suite.rollout import (
     chunked_scores,
     embed_audio,
@@ -224,36 +225,13 @@ class DistillStudent(PolicyJob):
 
     # ------------------------------------------------------------------ checkpoints
     def on_train_end(self) -> None:
-        """Export the fine-tuned weights with their provenance, for merging (eq. 6), and log
-        both files to the MLflow run (`runs:/<run_id>/models/<name>.safetensors`)."""
+        """Export the fine-tuned weights with their provenance (`student_export`), for merging
+        (eq. 6), and log both files to the MLflow run (`runs:/<run_id>/models/<name>.safetensors`).
+        The run task calls this too when a resumed run has nothing left to train."""
         path = self.hparams.get("export_path")
         if not path or self.student is None:
             return
-        # Every rank: under FSDP gathering the full weights is a collective (rank 0 gets them).
-        full = self.trainer.strategy.lightning_module_state_dict()
-        if not self.trainer.is_global_zero:
-            return
-        state = {k.removeprefix("student."): v for k, v in full.items() if k.startswith("student.")}
-        hp = self.hparams
-        record = {
-            "kind": "student",
-            "name": path.rsplit("/", 1)[-1].removesuffix(".safetensors"),
-            "policy": {"name": hp.policy["name"], "architecture": self.policy.architecture()},
-            "base_hash": self.base_hash,
-            "base": hp.policy,
-            "beta": float(hp.beta),
-            "beta_scale": float(hp.beta_scale),
-            "gamma": float(hp.gamma),
-            "negative_prompt": hp.negative_prompt,
-            "temperature": float(hp.temperature),
-            "kl_kind": hp.kl_kind,
-            "seed": int(hp.eval_seed),
-            "step": int(self.global_step),
-            "mlflow_run_id": tracking.run_id(self),
-        }
-        save_export(state, path, record)
-        uris = tracking.log_export(self, path)
-        log.info("exported the student to %s%s", path, f" ({uris[0]})" if uris else "")
+        export_student(self, path)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint[_CKPT_KEY] = {"ema_baseline": self.ema_baseline}
@@ -305,8 +283,9 @@ class DistillStudent(PolicyJob):
             generator = torch.Generator(device=self.device).manual_seed(
                 hp.eval_seed * 1_000_003 + self.global_rank * 7_919 + self.global_step + 1
             )
-            tokens, _ = generate(policy, cond, N, temperature=T, allowed=allowed,
-                                 generator=generator)  # [B, N, K, L]  # fmt: skip
+            tokens, _ = guarded_sampling(self.OWNER, self, "sampling the training rollouts",
+                                         lambda: generate(policy, cond, N, temperature=T, allowed=allowed,
+                                                          generator=generator))  # [B, N, K, L]  # fmt: skip
         flat = tokens.reshape(B * N, *tokens.shape[2:])  # [B*N, K, L]
         rows = cond.repeat_interleave(N)  # B*N rows, same order as `flat`
         neg = self.negative(teacher, hp.negative_prompt)

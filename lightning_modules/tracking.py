@@ -16,7 +16,13 @@ Also here, because they are MLflow and nothing else:
   student run) downloaded into a local cache folder, refused in one line when the run or
   the file does not exist;
 - `record_resume_changes`: a resumed run keeps its first params (MLflow never changes
-  one), so the params a resume sets differently are listed in a tag and a warning.
+  one), so the params a resume sets differently are listed in a tag and a warning;
+- `truncate_metrics`: a run killed after its last checkpoint may have logged metrics for
+  steps it will redo; a resume from global step c deletes the run's points at steps >= c
+  (Lightning labels a point after the batch that made it, so everything a checkpoint at c
+  knows is at steps < c), so the history has neither a gap nor a duplicate;
+- `end_run`: the terminal status (FINISHED / FAILED / KILLED) and, for a failure, the
+  one-line reason as the run's tag `failure`.
 """
 
 from __future__ import annotations
@@ -90,6 +96,17 @@ def run_id(module: Any) -> str | None:
     """The MLflow run id the module logs to, if any."""
     loggers = mlflow_loggers(module)
     return loggers[0].run_id if loggers else None
+
+
+def experiment_name(module: Any) -> str | None:
+    """The name of the MLflow experiment the module logs to, if any."""
+    loggers = mlflow_loggers(module)
+    if not loggers:
+        return None
+    try:
+        return loggers[0].experiment.get_experiment(loggers[0].experiment_id).name
+    except Exception:  # noqa: BLE001 - provenance only: never fail an export over it
+        return None
 
 
 def log_missing_params(module: Any, params: Mapping[str, Any]) -> None:
@@ -265,3 +282,92 @@ def artifact_logger(kind: str, name: str, spec: Mapping[str, Any]):
     )
     logger.log_hyperparams(flat_params(dict(spec)))
     return logger
+
+
+# ---------------------------------------------------------------------------------------
+# Resume and end of a run
+# ---------------------------------------------------------------------------------------
+
+
+def truncate_metrics(client: Any, run_id: str, from_step: int) -> int | None:
+    """Delete the run's metric points at steps >= `from_step`; the number deleted, or None
+    when the store cannot delete (a tracking server: MLflow's API has no metric delete)."""
+    store = client._tracking_client.store
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    if isinstance(store, SqlAlchemyStore):
+        return _truncate_sql(store, run_id, int(from_step))
+    try:
+        from mlflow.store.tracking.file_store import FileStore
+    except ImportError:  # pragma: no cover - a future MLflow without the file store
+        return None
+    if isinstance(store, FileStore):
+        return _truncate_files(store, run_id, int(from_step))
+    return None
+
+
+def _truncate_sql(store: Any, run_id: str, from_step: int) -> int:
+    from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric
+
+    with store.ManagedSessionMaker(read_only=False) as session:
+        late = session.query(SqlMetric).filter(SqlMetric.run_uuid == run_id, SqlMetric.step >= from_step)
+        keys = sorted({m.key for m in late.all()})
+        count = late.delete(synchronize_session=False)
+        for key in keys:  # latest_metrics is what the runs table and compare view show
+            latest = (session.query(SqlLatestMetric)
+                      .filter(SqlLatestMetric.run_uuid == run_id, SqlLatestMetric.key == key)
+                      .one_or_none())  # fmt: skip
+            best = (session.query(SqlMetric)
+                    .filter(SqlMetric.run_uuid == run_id, SqlMetric.key == key)
+                    .order_by(SqlMetric.step.desc(), SqlMetric.timestamp.desc(), SqlMetric.value.desc())
+                    .first())  # fmt: skip
+            if latest is None:
+                continue
+            if best is None:
+                session.delete(latest)
+            else:
+                latest.value, latest.step = best.value, best.step
+                latest.timestamp, latest.is_nan = best.timestamp, best.is_nan
+    return count
+
+
+def _truncate_files(store: Any, run_id: str, from_step: int) -> int:
+    _, run_dir = store._find_run_root(run_id)
+    count = 0
+    for path in Path(run_dir, "metrics").rglob("*"):
+        if not path.is_file():
+            continue
+        lines = path.read_text().splitlines()
+        kept = [line for line in lines if int(line.split()[2]) < from_step]
+        if len(kept) != len(lines):
+            count += len(lines) - len(kept)
+            path.write_text("".join(f"{line}\n" for line in kept))
+    return count
+
+
+def stale_export_note(record: Mapping[str, Any], uri: str | None = None) -> str | None:
+    """Why an export may be stale: a later run under its name started after the run that
+    wrote it and did not export (it failed, was stopped, or still runs); None if not."""
+    run_id, name = record.get("mlflow_run_id"), record.get("name")
+    uri = uri or tracking_uri()
+    if not run_id or not name or not uri:
+        return None
+    try:
+        client = _existing_client(uri, "")
+        first = client.get_run(run_id)
+        later = client.search_runs([first.info.experiment_id], f"attributes.run_name = '{name}'",
+                                   order_by=["attributes.start_time DESC"], max_results=1)  # fmt: skip
+    except Exception:  # noqa: BLE001 - a note only: another store, a deleted run
+        return None
+    if not later or later[0].info.run_id == run_id or later[0].info.start_time <= first.info.start_time:
+        return None
+    newer = later[0].info
+    return (f"it was written by run {run_id} at step {record.get('step')}, but run {newer.run_id} "
+            f"under the same name started later and has not exported ({newer.status})")
+
+
+def end_run(client: Any, run_id: str, status: str, reason: str | None = None) -> None:
+    """Set the run's terminal status, with the one-line reason as its `failure` tag."""
+    if reason:
+        client.set_tag(run_id, "failure", reason[:5000])
+    client.set_terminated(run_id, status)

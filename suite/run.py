@@ -1,43 +1,56 @@
 """The Hydra task behind `python -m suite`: build a job from its config and run one stage.
 
-`run(cfg)` instantiates, in this order, the data module, the model, the loggers, the
-callbacks and the trainer (each from its `_target_`), logs the resolved config and the
-overrides to MLflow, runs `trainer.<stage>`, and returns `cfg.optimized_metric` for
-sweepers. On any exception the MLflow run is marked FAILED (never left RUNNING) and the
-exception is re-raised. A user mistake found while building the job (a `ValueError`,
-`FileNotFoundError` or `KeyError` from a constructor) is printed as one line; in a
-multirun it is re-raised so the other jobs of the sweep still run and Hydra reports it.
+`run(cfg)` first checks what a mistake would cost a run (`suite.preflight`): the seed and
+thread count, the run name (made safe for file names), `ckpt_path` (loaded weights-only,
+finite, resumable) and every output folder (checkpoints, export, MLflow store, run folder:
+writable; an export of another MLflow experiment is not overwritten). Then it
+instantiates, in this order, the data module, the model, the loggers, the callbacks and
+the trainer (each from its `_target_`), logs the resolved config and the overrides to
+MLflow, runs `trainer.<stage>`, and returns `cfg.optimized_metric` for sweepers.
 
-`PrepareMlflowStore` is a Hydra callback run once in the launching process, before any
-job is launched (by the basic, joblib or submitit launcher): it creates the sqlite database
-and the experiment (`lightning_modules.tracking.prepare_mlflow_store`), because concurrent
-first-time migrations of a fresh MLflow database from parallel jobs crash.
+How it ends is `suite.run_end`'s: a user mistake is one line and exit 2 (in a multirun it
+is re-raised so the other jobs of the sweep still run and Hydra reports it); a detected
+failure (non-finite step, lost checkpoint) is one line, MLflow FAILED with the line as the
+run's `failure` tag, exit 1; SIGINT / SIGTERM write a checkpoint and end KILLED, exit 130 /
+143 (`lightning_modules.interrupts`); any other exception ends FAILED (never RUNNING).
+
+Resuming (`ckpt_path=last`) continues the MLflow run named in the checkpoint, deletes the
+metric points the killed run logged past the checkpoint (`tracking.truncate_metrics`), and
+completes a run restored at its last step (final evaluation, export; Lightning skips both).
+The MLflow store is `suite.mlflow_store`'s (`MLFLOW_TRACKING_URI` honoured).
 """
 
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import logging
 import math
 import os
 import sys
 import time
 import warnings
-from pathlib import Path
 from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from lightning_modules import interrupts
 from lightning_modules.tracking import (  # noqa: F401 (suite.run's API)
     prepare_mlflow_store,
     record_resume_changes,
     resume_changes,
 )
+from suite import preflight
+from suite.mlflow_store import (  # noqa: F401 (suite.run's API; conf/_base_.yaml names it)
+    PrepareMlflowStore,
+    mlflow_settings,
+    task_overrides,
+    use_env_tracking_uri,
+)
+from suite.preflight import remember_run_id, run_id_path  # noqa: F401 (suite.run's API)
+from suite.run_checks import check_job, check_values, resume_from, run_exists  # noqa: F401 (API)
 
 log = logging.getLogger("suite")
 
@@ -56,59 +69,9 @@ def python_attribute(dotted: str) -> Any:
 if not OmegaConf.has_resolver("pyattr"):
     OmegaConf.register_new_resolver("pyattr", python_attribute)
 
-USER_ERRORS = (ValueError, FileNotFoundError, KeyError)
-
 # conf/hydra/launcher/submitit_*.yaml: the plugin's names with the suite's defaults, checked
 # against the plugin's schema (a misspelt key is refused); Hydra calls that deprecated.
 warnings.filterwarnings("ignore", r"(?s)\s*'hydra/launcher/\w+' is validated against ConfigStore")
-
-
-# ---------------------------------------------------------------------------------------
-# MLflow store
-# ---------------------------------------------------------------------------------------
-
-
-def mlflow_settings(cfg: DictConfig) -> dict[str, str] | None:
-    """Tracking URI, experiment and artifact root of the config's MLflow logger, if any."""
-    loggers = cfg.get("logger") or {}
-    for spec in loggers.values():
-        if spec is not None and str(spec.get("_target_", "")).endswith("MLFlowLogger"):
-            return {
-                "tracking_uri": str(spec.tracking_uri),
-                "experiment_name": str(spec.experiment_name),
-                "artifact_location": str(spec.get("artifact_location") or ""),
-            }
-    return None
-
-
-class PrepareMlflowStore(Callback):
-    """Hydra callback: create the MLflow store before the first job of a run or sweep (and,
-    for a sweep, refuse in one line a launcher whose optional plugin is not installed)."""
-
-    def _prepare(self, config: DictConfig) -> None:
-        settings = mlflow_settings(config)
-        if settings is not None:
-            prepare_mlflow_store(**settings)
-
-    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self._prepare(config)
-
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        target = str(OmegaConf.select(config, "hydra.launcher._target_", default="") or "")
-        module = target.rpartition(".")[0]
-        if module.startswith("hydra_plugins.") and not _importable(module):
-            plugin = module.split(".")[1].replace("_", "-")  # e.g. hydra-ray-launcher
-            print(f"error: hydra.launcher: {target} is not installed: `pip install {plugin}`",
-                  file=sys.stderr)  # fmt: skip
-            sys.exit(2)
-        self._prepare(config)
-
-
-def _importable(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:  # its parent package is missing
-        return False
 
 
 # ---------------------------------------------------------------------------------------
@@ -117,12 +80,13 @@ def _importable(module: str) -> bool:
 
 
 def job_run_name(cfg: DictConfig) -> str:
-    """`beta15-seed0` for a single run; `beta15-diversity.beta=5` for a multirun job."""
+    """`beta15-seed0` for a single run; `beta15-diversity.beta=5` for a multirun job; safe as
+    one file name (a path in an override must not nest checkpoint folders)."""
     if HydraConfig.initialized():
         hydra_cfg = HydraConfig.get()
         if hydra_cfg.mode == RunMode.MULTIRUN and hydra_cfg.job.override_dirname:
-            return f"{cfg.name}-{hydra_cfg.job.override_dirname}"
-    return str(cfg.run_name)
+            return preflight.safe_name(f"{cfg.name}-{hydra_cfg.job.override_dirname}")
+    return preflight.safe_name(str(cfg.run_name))
 
 
 def run_tags(cfg: DictConfig) -> dict[str, str]:
@@ -161,40 +125,6 @@ def hyperparameters(cfg: DictConfig) -> dict[str, Any]:
     return {k: (str(v)[:500] if v is not None else "None") for k, v in params.items()}
 
 
-def resume_from(cfg: DictConfig) -> tuple[str | None, str | None]:
-    """Turn `ckpt_path` into a file and, for `last`, the MLflow run to continue."""
-    ckpt = cfg.get("ckpt_path")
-    if ckpt in (None, "", "null"):
-        return None, None
-    if ckpt != "last":
-        if not Path(ckpt).is_file():
-            raise FileNotFoundError(f"ckpt_path: checkpoint file not found: {ckpt}")
-        return str(ckpt), None
-    ckpt_dir = Path(cfg.paths.ckpt_dir)
-    last = ckpt_dir / "last.ckpt"
-    if not last.is_file():
-        raise FileNotFoundError(
-            f"ckpt_path=last: no {last} to resume from (has run {cfg.run_name!r} saved a checkpoint?)"
-        )
-    run_id_file = run_id_path(cfg.paths.ckpt_dir)
-    run_id = run_id_file.read_text().strip() if run_id_file.is_file() else None
-    return str(last), run_id
-
-
-def run_id_path(ckpt_dir: str) -> Path:
-    """Beside (not inside) the checkpoint folder, which Lightning wants empty on a fresh run."""
-    path = Path(ckpt_dir)
-    return path.with_name(path.name + ".mlflow_run_id")
-
-
-def remember_run_id(ckpt_dir: str, run_id: str) -> None:
-    path = run_id_path(ckpt_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(run_id)
-    os.replace(tmp, path)
-
-
 # ---------------------------------------------------------------------------------------
 # The job
 # ---------------------------------------------------------------------------------------
@@ -211,14 +141,18 @@ def instantiate_group(group: DictConfig | None, **kwargs: Any) -> list[Any]:
     ]
 
 
-def log_run_start(loggers: list[Any], cfg: DictConfig, resumed: bool) -> None:
+def log_run_start(loggers: list[Any], cfg: DictConfig, resumed: bool, from_step: int = 0) -> None:
     """Params, resolved config and overrides; on resume, only what the first start lacked.
 
     MLflow refuses to change a logged param, so a resumed run keeps its original params
     and gets its new config as `config/resume-<time>/` artifacts instead; the params it
-    changes are listed in the tag `resume_changed_params` (and a warning).
+    changes are listed in the tag `resume_changed_params` (and a warning). A resume from
+    global step `from_step` deletes the run's metric points at steps >= `from_step` (a run
+    killed after its checkpoint logged steps the resume redoes).
     """
     from lightning.pytorch.loggers import MLFlowLogger
+
+    from lightning_modules.tracking import truncate_metrics
 
     params = hyperparameters(cfg)
     resolved = OmegaConf.to_yaml(cfg, resolve=True)
@@ -237,29 +171,26 @@ def log_run_start(loggers: list[Any], cfg: DictConfig, resumed: bool) -> None:
             params = {k: v for k, v in params.items() if k not in known}
             folder = f"config/resume-{time.strftime('%Y%m%d-%H%M%S')}"
             client.update_run(run_id, status="RUNNING")
+            if "failure" in client.get_run(run_id).data.tags:
+                client.delete_tag(run_id, "failure")  # it is running again
+            if from_step > 0:
+                dropped = truncate_metrics(client, run_id, from_step)
+                if dropped is None:
+                    log.warning("this MLflow store cannot delete metrics: points the stopped run "
+                                "logged at steps >= %d may appear twice", from_step)  # fmt: skip
+                    client.set_tag(run_id, "resume_metric_overlap_from_step", str(from_step))
+                elif dropped:
+                    log.info("resume: removed %d metric points at steps >= %d that the stopped "
+                             "run logged after its checkpoint", dropped, from_step)  # fmt: skip
         logger.log_hyperparams(params)
         client.log_text(run_id, resolved, f"{folder}/config.yaml")
         client.log_text(run_id, overrides, f"{folder}/overrides.yaml")
-        remember_run_id(cfg.paths.ckpt_dir, run_id)
-
-
-def _started_mlflow(loggers: list[Any]) -> list[Any]:
-    """The MLflow loggers whose run exists (a logger creates its run on first use)."""
-    from lightning.pytorch.loggers import MLFlowLogger
-
-    return [lg for lg in loggers if isinstance(lg, MLFlowLogger) and lg._initialized]
-
-
-def mark_failed(loggers: list[Any]) -> None:
-    for logger in _started_mlflow(loggers):
-        try:
-            logger.experiment.set_terminated(logger.run_id, "FAILED")
-        except Exception as error:  # noqa: BLE001 - never hide the original failure
-            log.warning("could not mark MLflow run %s FAILED: %s", logger.run_id, error)
 
 
 def mark_running(loggers: list[Any]) -> None:
-    for logger in _started_mlflow(loggers):
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    for logger in (lg for lg in loggers if isinstance(lg, MLFlowLogger) and lg._initialized):
         logger.experiment.update_run(logger.run_id, status="RUNNING")
 
 
@@ -279,13 +210,18 @@ def run(cfg: DictConfig) -> float | None:
     import lightning.pytorch as pl
     from lightning.fabric.utilities.rank_zero import rank_zero_only
 
+    from suite.run_end import FitWatcher, end_runs, finish_restored_fit
+
     cfg.run_name = job_run_name(cfg)
-    if cfg.get("torch_threads"):
+    seed, threads = check_values(cfg)
+    if threads:
         # Parallel CPU jobs (joblib sweeps) must not oversubscribe the cores.
         import torch
 
-        torch.set_num_threads(int(cfg.torch_threads))
-    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+        torch.set_num_threads(threads)
+    pl.seed_everything(seed, workers=True, verbose=False)
+    if use_env_tracking_uri(cfg, task_overrides()):
+        log.info("MLflow store: %s (MLFLOW_TRACKING_URI)", cfg.paths.mlflow_uri)
     settings = mlflow_settings(cfg) or {}
     from lightning_modules import tracking
 
@@ -303,11 +239,19 @@ def run(cfg: DictConfig) -> float | None:
                  str(cfg.data.eval_prompts), str(cfg.negative_prompt), float(cfg.gamma),
                  int(d.get("generations", 4)), int(d.get("body_candidates", 10)),
                  str(d.get("out", f"{cfg.paths.root}/docs/diagnostics.csv")), str(cfg.paths.root),
-                 int(cfg.seed))  # fmt: skip
+                 seed)  # fmt: skip
         return None
-    ckpt_path, resume_run_id = resume_from(cfg)
+    ckpt, resume_run_id = resume_from(cfg)
+    if resume_run_id and settings and not run_exists(settings, resume_run_id):
+        log.warning("the checkpoint's MLflow run %s is not in %s: resuming into a new run",
+                    resume_run_id, settings["tracking_uri"])  # fmt: skip
+        resume_run_id = None
+    check_job(cfg, settings, resume_run_id)
+    ckpt_path = ckpt.path if ckpt else None
 
     loggers: list[Any] = []
+    trainer: pl.Trainer | None = None
+    interrupts.install()
     try:
         log.info("data: %s", cfg.data.get("_target_"))
         datamodule = hydra.utils.instantiate(cfg.data)
@@ -323,18 +267,20 @@ def run(cfg: DictConfig) -> float | None:
         if resume_run_id:
             logger_kwargs["run_id"] = resume_run_id
         loggers = instantiate_group(cfg.get("logger"), **logger_kwargs)
-        callbacks = instantiate_group(cfg.get("callbacks"))
+        watcher = FitWatcher()
+        callbacks = [*instantiate_group(cfg.get("callbacks")), watcher]
         # The step-0 point of the training curves (paper figure 2 starts from the base
         # model): a fresh fit first evaluates the initial weights like every later eval.
         validate_first = cfg.stage == "fit" and bool(cfg.get("validate_first")) and not ckpt_path
         # Fit evaluates under no_grad; a standalone validate under inference_mode would leave
         # inference tensors (metric states) that fit's evaluations cannot update.
         extra = {"inference_mode": False} if validate_first else {}
-        trainer: pl.Trainer = hydra.utils.instantiate(
+        trainer = hydra.utils.instantiate(
             cfg.trainer, logger=loggers or False, callbacks=callbacks, **extra
         )
         if rank_zero_only.rank == 0:
-            log_run_start(loggers, cfg, resumed=bool(resume_run_id))
+            log_run_start(loggers, cfg, resumed=bool(resume_run_id),
+                          from_step=ckpt.global_step if ckpt else 0)  # fmt: skip
 
         stage = str(cfg.stage)
         if stage == "fit":
@@ -342,12 +288,17 @@ def run(cfg: DictConfig) -> float | None:
                 trainer.validate(model, datamodule=datamodule)
                 mark_running(loggers)  # validate's end marked the run FINISHED: fit goes on
             trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+            finish_restored_fit(trainer, model, datamodule, watcher, ckpt.global_step if ckpt else None)
         else:
             getattr(trainer, stage)(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        if interrupts.PENDING.signum is not None:  # a signal during the very last hook
+            raise interrupts.RunInterrupted(interrupts.PENDING.signum)
         return metric_value(dict(trainer.callback_metrics), cfg.get("optimized_metric"))
-    except BaseException:
-        mark_failed(loggers)
+    except BaseException as error:
+        error.suite_reason = end_runs(loggers, error, trainer)
         raise
+    finally:
+        interrupts.uninstall()
 
 
 def prepare(cfg: DictConfig) -> None:
@@ -367,28 +318,18 @@ def prepare(cfg: DictConfig) -> None:
     return None
 
 
-def user_error_message(error: BaseException) -> str | None:
-    """One line for a user mistake (possibly wrapped by hydra.utils.instantiate), else None."""
-    from hydra.errors import InstantiationException
-
-    seen = error
-    while isinstance(seen, InstantiationException) and seen.__cause__ is not None:
-        seen = seen.__cause__
-    if isinstance(seen, USER_ERRORS):
-        text = seen.args[0] if isinstance(seen, KeyError) and seen.args else str(seen)
-        return f"{type(seen).__name__}: {text}"
-    return None
-
-
 @hydra.main(version_base="1.3", config_path=None, config_name=None)
 def main(cfg: DictConfig) -> float | None:
     try:
         return run(cfg)
     except BaseException as error:
-        message = user_error_message(error)
+        from suite.run_end import exit_status
+
+        ending = exit_status(error)
         multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-        if message is None or multirun:
+        if ending is None or multirun:
             raise
+        status, message = ending
         log.error("%s", message)
         print(f"error: {message}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(status)

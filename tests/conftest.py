@@ -17,3 +17,11 @@ torch.set_num_threads(1)
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_mlflow_tracking_uri(monkeypatch):
+    """Lightning's MLFlowLogger exports MLFLOW_TRACKING_URI into this process; the suite honours
+    that variable, so without this the subprocesses of later tests would log to an earlier
+    test's store."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "")

@@ -106,3 +106,46 @@ def test_prompt_datamodule_bad_file(tmp_path, tower):
         dm.setup("fit")
     with pytest.raises(FileNotFoundError, match="absent.csv"):
         PromptDataModule(train_prompts=str(tmp_path / "absent.csv"), tower=tower).setup("fit")
+
+
+def test_the_resumable_prompt_order_is_the_plain_shuffled_loaders_under_lightning():
+    """Runs made before the resumable sampler drew prompts from DataLoader(shuffle=True,
+    generator=Generator().manual_seed(seed)); under a Lightning fit the new sampler must give
+    the very same order in every epoch, or every result after epoch 1 would change."""
+    import lightning as L
+    from torch.utils.data import DataLoader
+
+    from datamodules.prompts import PromptDataModule
+
+    class Tower:
+        def encode(self, prompts):
+            return torch.zeros(len(prompts), 384)
+
+    class Seen(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.w, self.seen = torch.nn.Parameter(torch.zeros(1)), []
+
+        def training_step(self, batch, i):
+            self.seen += batch["index"].tolist()
+            return (self.w**2).sum()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    def fit(loader_or_dm):
+        m = Seen()
+        t = L.Trainer(max_steps=24, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                      enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0)  # fmt: skip
+        if isinstance(loader_or_dm, DataLoader):
+            t.fit(m, train_dataloaders=loader_or_dm)
+        else:
+            t.fit(m, datamodule=loader_or_dm)
+        return m.seen
+
+    dm = PromptDataModule(batch_size=32, seed=0, tower=Tower())
+    dm.setup("fit")
+    n = len(dm._sets["train"])
+    plain = DataLoader([{"index": i} for i in range(n)], batch_size=32, shuffle=True,
+                       generator=torch.Generator().manual_seed(0))  # fmt: skip
+    assert fit(dm) == fit(plain)
