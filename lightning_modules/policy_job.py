@@ -213,7 +213,8 @@ class PolicyJob(L.LightningModule):
                 allowed=model.allowed_mask(),
             )  # [P*G, K, L, V]  # fmt: skip
             flat_logits = logits.reshape(P * G, *logits.shape[2:])
-            kl = kl_to_teacher(flat_logits, t_logits, temperature, model.allowed_mask()).view(P, G)
+            # Both already masked (the sampler's logits and the teacher's): no second mask.
+            kl = kl_to_teacher(flat_logits, t_logits, temperature).view(P, G)
         audio = policy_audio(policy, tokens)  # [P, G, S]
         emb = embed_audio(self._need("embedder"), audio)  # [P, G, D]
         judged = None

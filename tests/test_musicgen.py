@@ -8,13 +8,11 @@ sample; and the user's commands run end to end (fit, LERP merge, evaluation, DDP
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from suite_cli import mlflow_runs, run_suite
 
 from suite.policies import build_policy
 from suite.policies.exports import load_export
@@ -22,7 +20,6 @@ from suite.policies.musicgen import MusicGenPolicy, delay, delay_mask, undelay
 from suite.rollout import generate, kl_to_teacher
 from suite.sampling import MASK_VALUE, mask_logits, sample, score
 
-REPO = Path(__file__).resolve().parent.parent
 PROMPTS = ["Rock song.", "A sad piano ballad in C minor", "Upbeat jazz"]
 
 
@@ -98,8 +95,7 @@ def test_kl_is_zero_at_forced_pad_positions_and_only_the_decoder_trains(mg):
     s = mask_logits(student(tokens[:, 0], cond), mg.allowed_mask())
     t = mask_logits(mg(tokens[:, 0], cond), mg.allowed_mask())
     pad = ~mg.allowed_mask()[..., : mg.codes].any(-1)  # [K, L]: forced positions
-    per_position = kl_to_teacher(s[:, :, None], t[:, :, None], 0.99)  # sanity: runs per sequence
-    assert per_position.shape == (3,)
+    assert kl_to_teacher(s, t, 0.99).shape == (3,)
     from suite.objectives import token_kl
 
     kl = token_kl(s[:, 1, pad[1]], t[:, 1, pad[1]], temperature=0.99)
@@ -126,20 +122,11 @@ def test_bad_checkpoints_are_one_clear_line(tmp_path):
         build_policy({"name": "musicgen"})
 
 
-def _suite(*args: str, tmp: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO)
-    common = ["torch_threads=1", f"paths.mlflow_db={tmp / 'mlflow.db'}", "generator.frames=16",
-              f"paths.mlflow_artifacts={tmp / 'mlart'}", f"hydra.run.dir={tmp / 'out'}"]  # fmt: skip
-    return subprocess.run([sys.executable, "-m", "suite", *args, *common], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=900)  # fmt: skip
+def _suite(*args: str, tmp: Path):
+    return run_suite(*args, tmp=tmp, extra=("generator.frames=16",))
 
 
-def _runs(tmp: Path):
-    import mlflow
-
-    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp / 'mlflow.db'}")
-    return client.search_runs([e.experiment_id for e in client.search_experiments()])
+_runs = mlflow_runs
 
 
 @pytest.mark.slow

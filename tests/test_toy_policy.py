@@ -9,13 +9,11 @@ encoder-decoder split: the sampler, the scorer, the KL and the jobs must all wor
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from suite_cli import mlflow_runs, run_suite
 from toy_policy import ToyCodecPolicy
 
 from suite.objectives import token_kl
@@ -124,21 +122,14 @@ def test_audio_is_the_undelayed_frames(toy):
     assert rate == 16000 and audio.shape == (2, toy.frames * 4800) and audio.abs().max() <= 0.5
 
 
-def _suite(*args: str, tmp: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "tests"), str(REPO)])
-    common = [f"hydra.searchpath=[file://{REPO / 'tests' / 'configs'}]", "generator=toy",
-              "torch_threads=1", f"paths.mlflow_db={tmp / 'mlflow.db'}",
-              f"paths.mlflow_artifacts={tmp / 'mlart'}", f"hydra.run.dir={tmp / 'out'}",
-              "data.eval_prompts=conf/prompts/freeform.txt"]  # fmt: skip
-    return subprocess.run([sys.executable, "-m", "suite", *args, *common], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=600)  # fmt: skip
+def _suite(*args: str, tmp: Path):
+    return run_suite(*args, tmp=tmp, extra=(
+        f"hydra.searchpath=[file://{REPO / 'tests' / 'configs'}]", "generator=toy",
+        "data.eval_prompts=conf/prompts/freeform.txt"))  # fmt: skip
 
 
 @pytest.mark.slow
 def test_fit_merge_and_evaluate_a_two_codebook_policy_through_the_same_commands(tmp_path):
-    import mlflow
-
     for beta in (15, 0):
         done = _suite("fit", "--config", "conf/beta15.yaml", f"diversity.beta={beta}",
                       "trainer.max_steps=3", "eval_every=3", "data.batch_size=2",
@@ -156,8 +147,7 @@ def test_fit_merge_and_evaluate_a_two_codebook_policy_through_the_same_commands(
     merged = json.loads((tmp_path / "lerp.json").read_text())
     assert merged["method"] == "lerp" and merged["coefficients"] == [0.5, 0.5]
     assert [s["beta"] for s in merged["sources"]] == ["0", "15"]
-    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
-    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    runs = mlflow_runs(tmp_path)
     assert sorted(r.info.status for r in runs) == ["FINISHED"] * 3
     lerp = [r for r in runs if r.data.tags.get("stage") == "test"][0]
     assert lerp.data.params["beta"] == "0,15" and "eval/kl_teacher" in lerp.data.metrics
