@@ -30,8 +30,8 @@ distorted, lo-fi), in training and in validation, so same-piece pairs differ in 
 and E cannot use the recording as the piece's identity (the world's fairness rule).
 
 Preference pairs (`make_flawed`): a clean piece (clean recording, every step "ok") against a
-flawed rendition of the SAME piece: a bad recording token, per-step performance flaws
-(early / late / dropout / detuned), and/or wrong notes (melody notes moved a semitone).
+flawed rendition of the SAME piece: 1-3 runs of badly recorded steps, per-step performance
+flaws (early / late / dropout / detuned), and/or wrong notes (melody notes moved a semitone).
 
 Chunks (embedder): pieces render to `AUDIO_SAMPLES` (6 s); the two chunks of a piece are
 taken at random non-overlapping offsets when 2 clips fit, else at the start and the end of
@@ -50,7 +50,12 @@ from torch.utils.data import DataLoader, Dataset
 
 from suite.music import attributes as A
 from suite.music import tokens as T
-from suite.music.edits import _header_pos, shift_tempo, transpose_tokens  # noqa: F401 (re-exported)
+from suite.music.edits import (  # noqa: F401 (re-exported)
+    _header_pos,
+    shift_tempo,
+    transpose_tokens,
+    with_recording,
+)
 
 Renderer = Callable[[torch.Tensor], torch.Tensor]
 
@@ -59,10 +64,23 @@ Renderer = Callable[[torch.Tensor], torch.Tensor]
 
 
 def is_clean(tokens: torch.Tensor) -> torch.Tensor:
-    """`[B]` bool: clean recording header and every performance step "ok"."""
-    rec = tokens[:, _header_pos("recording")] - T.TYPE_RANGES["recording"][0]
-    perf = tokens[:, torch.as_tensor(T.track_positions("perf"))] - T.TYPE_RANGES["perf"][0]
-    return (rec == 0) & (perf == 0).all(dim=1)
+    """`[B]` bool: every step recorded clean and played "ok"."""
+    perf, rec = T.step_flaws(tokens)
+    return ((rec == 0) & (perf == 0)).all(dim=1)
+
+
+def recording_runs(b: int, generator: torch.Generator) -> torch.Tensor:
+    """`[b, N_STEPS]` bool: 1-3 runs of 3-8 steps per piece (where a recording goes bad),
+    drawn like the composer's bursts (`composer.recording_bursts`)."""
+    steps = torch.arange(T.N_STEPS)
+    runs = torch.zeros(b, T.N_STEPS, dtype=torch.bool)
+    n = torch.randint(1, 4, (b,), generator=generator)
+    for k in range(3):
+        start = torch.randint(0, T.N_STEPS - 2, (b, 1), generator=generator)
+        length = torch.randint(3, 9, (b, 1), generator=generator)
+        run = (steps >= start) & (steps < start + length)
+        runs |= run & (k < n)[:, None]
+    return runs
 
 
 def make_flawed(tokens: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -75,18 +93,18 @@ def make_flawed(tokens: torch.Tensor, generator: torch.Generator) -> torch.Tenso
     kinds = torch.rand(b, 3, generator=generator) < torch.tensor([0.5, 0.5, 0.4])
     none = ~kinds.any(dim=1)
     kinds[none, torch.randint(0, 3, (int(none.sum()),), generator=generator)] = True
-    # 1. recording: noisy / distorted / lo-fi
-    rp, rs = _header_pos("recording"), T.TYPE_RANGES["recording"][0]
-    bad = rs + torch.randint(1, len(A.RECORDINGS), (b,), generator=generator)
-    out[:, rp] = torch.where(kinds[:, 0], bad, out[:, rp])
-    # 2. performance flaws at 20-40 % of the steps
+    # 1. recording: runs of noisy / distorted / lo-fi steps; 2. performance flaws at
+    # 20-40 % of the steps; both live in the perf tokens (performance * N_REC + recording)
     pos = torch.as_tensor(T.track_positions("perf"))
+    perf, rec = T.step_flaws(out)  # [b, S] each
+    bad = torch.randint(1, len(A.RECORDINGS), (b, 1), generator=generator)
+    runs = recording_runs(b, generator) & kinds[:, 0:1]
+    rec = torch.where(runs, bad, rec)
     rate = 0.2 + 0.2 * torch.rand(b, 1, generator=generator)
     hit = (torch.rand(b, len(pos), generator=generator) < rate) & kinds[:, 1:2]
-    flaw = T.TYPE_RANGES["perf"][0] + torch.randint(
-        1, len(A.PERFORMANCE), (b, len(pos)), generator=generator
-    )
-    out[:, pos] = torch.where(hit, flaw, out[:, pos])
+    flaw = torch.randint(1, len(A.PERFORMANCE), (b, len(pos)), generator=generator)
+    perf = torch.where(hit, flaw, perf)
+    out[:, pos] = T.TYPE_RANGES["perf"][0] + perf * T.N_REC + rec
     # 3. wrong notes: a third of melody onsets moved a semitone up or down
     pos = torch.as_tensor(T.track_positions("melody"))
     start = T.TYPE_RANGES["melody"][0]
@@ -96,9 +114,9 @@ def make_flawed(tokens: torch.Tensor, generator: torch.Generator) -> torch.Tenso
     step = torch.where(torch.rand(local.shape, generator=generator) < 0.5, -1, 1)
     moved = (local + step).clamp(2, 1 + T.MEL_HIGH - T.MEL_LOW)
     out[:, pos] = torch.where(pick, start + moved, out[:, pos])
-    # A piece without melody onsets may come out unchanged: give it a bad recording.
+    # A piece without melody onsets may come out unchanged: record it badly throughout.
     same = (out == tokens.cpu()).all(dim=1)
-    out[same, rp] = bad[same]
+    out[same] = with_recording(out[same], bad[same, 0])
     return out.to(tokens.device)
 
 
@@ -273,12 +291,10 @@ class AudioDataModule(L.LightningDataModule):
         return add_noise(audio, snr, self._gen)
 
     def _recordings(self, tokens: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """`tokens` with a recording quality drawn uniformly per piece (clean or a flaw)."""
-        out = tokens.clone()
-        pos, start = _header_pos("recording"), T.TYPE_RANGES["recording"][0]
+        """`tokens` recorded in one quality drawn uniformly per piece (clean or a flaw) at
+        every step, replacing whatever runs of bad recording the piece had."""
         draw = torch.randint(0, len(A.RECORDINGS), (tokens.shape[0],), generator=generator)
-        out[:, pos] = start + draw.to(tokens.device)
-        return out
+        return with_recording(tokens, draw)
 
     def _two_renders(self, tokens: torch.Tensor, training: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """The pieces rendered twice, each time with its own random recording quality, so a

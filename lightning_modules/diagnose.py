@@ -36,12 +36,17 @@ def _built(kind: str, spec: Any, root: Path) -> Path:
 
 
 def diagnose(policy: dict, embedder: Any, prompts_file: str, negative_prompt: str, gamma: float,
-             generations: int, body_candidates: int, out: str, root: str, seed: int = 0) -> list[dict]:  # fmt: skip
-    """Run the diagnostics and write `out`; returns the rows."""
+             generations: int, body_candidates: int, out: str, root: str, seed: int = 0,
+             scorer: Any = None, preference: Any = None) -> list[dict]:  # fmt: skip
+    """Run the diagnostics and write `out`; returns the rows. With `scorer` and `preference`
+    (artifact specs or paths) the CFG sweep's judge checks run too (suite.judge_diagnostics)."""
+    from lightning_modules.artifacts import artifact_metrics
+    from suite.models.preference import PreferenceModel
+    from suite.models.scorer import MuLanScorer
     from suite.models.vit import AudioEmbedder
     from suite.music.prompts import PROMPT_SETS, load_prompt_records, prompt_set
     from suite.policies.music import MusicPolicy
-    from suite.world_diagnostics import cfg_share_rows, embedder_rows
+    from suite.world_diagnostics import _verdict, cfg_share_rows, embedder_rows
 
     if policy.get("name") != "music":
         raise ValueError(f"diagnose: measures the embedded music world's shortcuts; generator "
@@ -49,6 +54,9 @@ def diagnose(policy: dict, embedder: Any, prompts_file: str, negative_prompt: st
     root_path = Path(root) / "artifacts"
     lm_path = _built("base_lm", policy["checkpoint"], root_path)
     e_path = _built("embedder", embedder, root_path)
+    judges = None
+    if scorer is not None and preference is not None:
+        judges = (_built("scorer", scorer, root_path), _built("preference", preference, root_path))
     path = prompt_set(prompts_file, root) if prompts_file in PROMPT_SETS else Path(prompts_file)
     prompts = [r["prompt"] for r in load_prompt_records(path)]
     world = MusicPolicy.from_spec(str(lm_path), use_grammar_mask=policy.get("use_grammar_mask", True))
@@ -57,6 +65,17 @@ def diagnose(policy: dict, embedder: Any, prompts_file: str, negative_prompt: st
     rows = cfg_share_rows(world, prompts, negative_prompt, n=generations, gamma=gamma, seed=seed,
                           body_candidates=body_candidates)  # fmt: skip
     rows += embedder_rows(world, E, prompts, seed=seed)
+    recall = artifact_metrics(e_path).get("val/recall@1")
+    if recall is not None:  # measured on held-out pieces when E was built
+        rows.append(_verdict({"name": "E_recall@1_held_out_pieces", "value": float(recall),
+                              "limit": ">= 0.9"}))  # fmt: skip
+    if judges is not None:
+        from suite.judge_diagnostics import judge_rows, sweep_measurements
+
+        sweep = sweep_measurements(world, E, MuLanScorer.from_checkpoint(judges[0]).eval(),
+                                   PreferenceModel.from_checkpoint(judges[1]).eval(), prompts,
+                                   negative_prompt, n=generations, seed=seed)  # fmt: skip
+        rows += judge_rows(sweep)
     width = max(len(r["name"]) for r in rows)
     print(f"\n{'measurement':<{width}}  {'value':>8}  {'verdict':<7}  limit")
     for r in rows:

@@ -124,7 +124,7 @@ def embedder_rows(policy: MusicPolicy, embedder: nn.Module, prompts: Sequence[st
     """Rows of measurement 2 (module docstring): E's distances for one-way changes."""
     from suite.music import attributes as A
     from suite.music import tokens as T
-    from suite.music.edits import transpose_tokens
+    from suite.music.edits import transpose_tokens, with_recording
 
     prompts = list(prompts)
     cond = policy.encode_text(prompts)
@@ -134,14 +134,15 @@ def embedder_rows(policy: MusicPolicy, embedder: nn.Module, prompts: Sequence[st
     base = tokens[:, 0, 0]  # [P, L]
     other = tokens[:, 1, 0]
     rng = np.random.default_rng(seed)
-    rec = base.clone()  # recording-only change: the recording attribute to "distorted"
-    rec_pos, rec_start = A.ATTRIBUTE_NAMES.index("recording"), T.TYPE_RANGES["recording"][0]
-    rec[:, rec_pos] = rec_start + A.RECORDINGS.index("distorted")
+    # recording-only change: every step recorded "distorted", the music untouched
+    rec = with_recording(base, torch.full((base.shape[0],), A.RECORDINGS.index("distorted")))
     detuned = base.clone()
     perf = torch.as_tensor(T.track_positions("perf"))
-    for row in detuned:
-        steps = rng.choice(len(perf), size=int(0.3 * len(perf)), replace=False)
-        row[perf[steps]] = T.TYPE_RANGES["perf"][0] + A.PERFORMANCE.index("detuned")
+    _, recorded = T.step_flaws(base)  # keep each step's recording, detune its playing
+    for row, row_rec in zip(detuned, recorded):
+        steps = torch.as_tensor(rng.choice(len(perf), size=int(0.3 * len(perf)), replace=False))
+        row[perf[steps]] = (T.TYPE_RANGES["perf"][0]
+                            + A.PERFORMANCE.index("detuned") * T.N_REC + row_rec[steps])  # fmt: skip
     moved = transpose_tokens(base, torch.full((base.shape[0],), 2))
     melody = base.clone()
     mel = torch.as_tensor(T.track_positions("melody"))
@@ -166,14 +167,14 @@ def embedder_rows(policy: MusicPolicy, embedder: nn.Module, prompts: Sequence[st
 
 
 def _verdict(row: dict) -> dict:
-    """Fill `verdict` from a limit of the form '<= x', '> x' (first number), else info."""
+    """Fill `verdict` from a limit of the form '<= x', '> x', '>= x' (first number), else info."""
     if "verdict" in row:
         return row
     limit, value = str(row.get("limit", "")), row["value"]
     parts = limit.split()
-    if len(parts) >= 2 and parts[0] in ("<=", ">") and value == value:
+    if len(parts) >= 2 and parts[0] in ("<=", ">", ">=") and value == value:
         bound = float(parts[1])
-        ok = value <= bound if parts[0] == "<=" else value > bound
+        ok = {"<=": value <= bound, ">": value > bound, ">=": value >= bound}[parts[0]]
         row["verdict"] = "ok" if ok else "FAIL"
     else:
         row["verdict"] = "info"

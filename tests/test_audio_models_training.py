@@ -39,8 +39,7 @@ def clean_tokens(n, seed=0):
     """Random grammatical pieces with a clean recording and no performance flaws."""
     g = torch.Generator().manual_seed(seed)
     tok = torch.multinomial(T.allowed_mask().float(), n, replacement=True, generator=g).T
-    tok[:, T.HEADER_LEN - 1] = T.TYPE_RANGES["recording"][0]
-    tok[:, torch.as_tensor(T.track_positions("perf"))] = T.TYPE_RANGES["perf"][0]
+    tok[:, torch.as_tensor(T.track_positions("perf"))] = T.TYPE_RANGES["perf"][0]  # ok, clean
     return tok
 
 

@@ -96,7 +96,8 @@ def test_flawed_recordings_are_noisier():
     for p in pieces:
         for rec in A.RECORDINGS:
             rows.append(
-                T.Piece({**p.attrs, "recording": rec}, p.melody, p.chord, p.bass, p.drums, p.perf)
+                T.Piece({**p.attrs, "recording": rec}, p.melody, p.chord, p.bass, p.drums, p.perf,
+                        [A.RECORDINGS.index(rec)] * T.N_STEPS)  # every step recorded so
             )
     flat = _flatness(R.render(_tokens(rows)).numpy()).reshape(len(pieces), len(A.RECORDINGS))
     clean = flat[:, 0]

@@ -3,7 +3,8 @@
 The paper's MusicLM is conditioned on free text describing genre, mood, instruments and
 recording quality (paper section 3.1, appendix B: the negative prompt "Bad audio quality.").
 The embedded world makes those attributes explicit: every piece is composed from one value
-per attribute below, its header tokens carry them, and captions describe them in words.
+per attribute below, its header tokens carry them (the recording quality is carried per step), and captions
+describe them in words.
 
 Attributes (each a tuple of canonical names; index = token offset in `tokens.py`):
 
@@ -12,7 +13,8 @@ Attributes (each a tuple of canonical names; index = token offset in `tokens.py`
 - TEMPOS: 6 tempo buckets with their BPM range and the BPM the renderer plays;
 - KEYS x MODES: tonic pitch class and one of four diatonic modes;
 - LEAD / CHORD / BASS instruments (12 distinct timbres + drums) and DRUM_STYLES;
-- RECORDINGS: the recording quality; anything but "clean" is a flaw.
+- RECORDINGS: the recording quality; anything but "clean" is a flaw. It is a caption word
+  for the piece; the tokens carry it per step (`HEADER_NAMES` leaves it out).
 
 `check_value` is the single place that turns an unknown attribute value into a clear error.
 """
@@ -167,8 +169,12 @@ ATTRIBUTES: dict[str, tuple[str, ...]] = {
     "drums": DRUM_STYLES,
     "recording": RECORDINGS,
 }
-# Header order = the order of ATTRIBUTES.
 ATTRIBUTE_NAMES: tuple[str, ...] = tuple(ATTRIBUTES)
+# The header's tokens, in this order: every attribute but the recording quality, which is
+# a piece-level word of the captions only; in the tokens it varies step by step (the
+# per-step performance token carries it, `tokens.py`), so no single token placed before
+# the content announces a bad recording (DESIGN.md section 5, fairness rules).
+HEADER_NAMES: tuple[str, ...] = tuple(a for a in ATTRIBUTE_NAMES if a != "recording")
 
 
 def check_value(attribute: str, value: str) -> int:

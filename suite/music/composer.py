@@ -4,8 +4,9 @@ The paper trains MusicLM on captioned music whose quality varies (section 3.1; a
 shows that a negative prompt, "Bad audio quality.", steers generation away from flawed
 recordings). The composer produces that kind of data: pieces over explicit attributes
 whose genres differ in harmony, rhythm, drums, instruments and tempo, and a third of
-which carry flaws spread THROUGH the sequence (wrong notes, early / late notes, detuned
-notes, dropouts) as well as a global recording-quality flaw in the header.
+which carry flaws spread THROUGH the sequence: wrong notes, early / late notes, detuned
+notes, dropouts, and runs of badly recorded steps (noisy, distorted or lo-fi bursts; the
+recording is no longer one header token, see tokens.py).
 
 The genre and mood conventions (`GENRE_PROFILES`, `DRUM_PATTERNS`, `MOOD_*`) live in
 conventions.py and are re-exported here. `compose(rng)` returns a `Composition` (piece,
@@ -303,9 +304,21 @@ def add_flaws(rng: np.random.Generator, piece: T.Piece) -> dict[str, int]:
                 piece.perf[s] = 3
         flaws["dropout"] = n
     if rng.random() < 0.6:
-        piece.attrs["recording"] = A.RECORDINGS[1 + rng.integers(len(A.RECORDINGS) - 1)]
-        flaws["recording"] = 1
+        kind = A.RECORDINGS[1 + rng.integers(len(A.RECORDINGS) - 1)]
+        flaws["recording"] = recording_bursts(rng, piece, kind, severity)
     return flaws
+
+
+def recording_bursts(rng: np.random.Generator, piece: T.Piece, kind: str, severity: float) -> int:
+    """Record 1-3 runs of 3-8 steps of `piece` badly (`kind`), in place; returns the number
+    of badly recorded steps. A run can start anywhere, so no one position announces it."""
+    code = A.check_value("recording", kind)
+    for _ in range(1 + int(rng.integers(1 + round(2 * severity)))):
+        start, length = int(rng.integers(T.N_STEPS - 2)), int(rng.integers(3, 9))
+        for s in range(start, min(T.N_STEPS, start + length)):
+            piece.rec[s] = code
+    piece.attrs["recording"] = T.piece_recording(piece.rec)
+    return sum(r != 0 for r in piece.rec)
 
 
 def compose(
@@ -313,9 +326,13 @@ def compose(
 ) -> Composition:
     """Compose one piece: random attributes unless given, flawed with FLAWED_SHARE odds."""
     attrs = dict(attrs) if attrs is not None else sample_attributes(rng)
-    attrs.setdefault("recording", "clean")
+    asked = attrs.get("recording", "clean")
+    attrs["recording"] = "clean"
     if flawed is None:
-        flawed = bool(rng.random() < FLAWED_SHARE)
+        flawed = bool(rng.random() < FLAWED_SHARE) or asked != "clean"
     piece = compose_clean(rng, attrs)
     flaws = add_flaws(rng, piece) if flawed else {}
+    if asked != "clean":  # a recording asked for by name: its bursts replace any drawn ones
+        piece.rec = [0] * T.N_STEPS
+        flaws["recording"] = recording_bursts(rng, piece, asked, rng.uniform(0.3, 1.0))
     return Composition(piece=piece, flaws=flaws)

@@ -1,4 +1,4 @@
-"""Token edits of the embedded music world: transposition and tempo shifts of whole pieces.
+"""Token edits of the embedded music world: transposition, tempo shifts and recordings.
 
 Used as augmentations (the embedder's pitch / tempo shifts, `datamodules.audio`) and as
 controlled changes in the world's diagnostics (`suite.world_diagnostics`): each edits the
@@ -14,7 +14,20 @@ from suite.music import tokens as T
 
 
 def _header_pos(name: str) -> int:
-    return A.ATTRIBUTE_NAMES.index(name)
+    return A.HEADER_NAMES.index(name)
+
+
+def with_recording(tokens: torch.Tensor, rec: torch.Tensor) -> torch.Tensor:
+    """`[B, L]` tokens re-recorded: `rec` ([B] for the whole piece or [B, N_STEPS] per step,
+    indices into `attributes.RECORDINGS`) replaces the recording part of every perf token;
+    the performance part and every other token stay (invalid perf tokens read as "ok")."""
+    out = tokens.clone()
+    pos = torch.as_tensor(T.track_positions("perf"), device=tokens.device)
+    perf, _ = T.step_flaws(tokens)  # [B, N_STEPS]
+    rec = rec.to(tokens.device).long()
+    rec = rec[:, None].expand_as(perf) if rec.dim() == 1 else rec
+    out[:, pos] = T.TYPE_RANGES["perf"][0] + perf * T.N_REC + rec
+    return out
 
 
 def transpose_tokens(tokens: torch.Tensor, semitones: torch.Tensor) -> torch.Tensor:

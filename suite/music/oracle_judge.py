@@ -93,7 +93,7 @@ def judge(tokens, attrs: dict[str, str] | None = None) -> Judgement:
         if onset_steps
         else float((perf == 4).mean()),
         "dropout": float((perf == 3).mean()),
-        "recording": float(d.attrs["recording"] != "clean"),
+        "recording": float((np.array(d.rec) != 0).mean()),  # share of badly recorded steps
         "invalid": d.n_invalid / T.SEQ_LEN,
         "silent": float(not f.melody_notes),
     }
@@ -102,7 +102,7 @@ def judge(tokens, attrs: dict[str, str] | None = None) -> Judgement:
         * max(0.0, 1.0 - 1.5 * flaws["timing"])
         * max(0.0, 1.0 - 1.5 * flaws["detune"])
         * max(0.0, 1.0 - 3.0 * flaws["dropout"])
-        * (0.5 if flaws["recording"] else 1.0)
+        * max(0.0, 1.0 - 1.5 * flaws["recording"])
         * (1.0 - flaws["invalid"]) ** 2
         * (0.3 if flaws["silent"] else 1.0)
     )

@@ -4,7 +4,7 @@ The paper's diversity reward and quality metrics are computed on rendered AUDIO 
 2.2, eq. 3: the embedder E sees the waveform). The embedded world therefore turns every
 token sequence into a waveform with the same quality cues the tokens carry: out-of-key and
 detuned notes, late / early notes, dropouts, and recording effects (noise, distortion,
-lo-fi) selected by the header's recording token.
+lo-fi) selected step by step by the recording part of each step's perf token.
 
 Design, all vectorised over [B, T] (no Python loop over notes or samples):
 
@@ -19,8 +19,9 @@ Design, all vectorised over [B, T] (no Python loop over notes or samples):
   note a quarter-tone sharp; dropout steps are silent.
 - Drums: one-shots per kit (one kit per drum style) pre-mixed for all 32 hit sets, read
   at the time since the last hit.
-- Recording: peak-normalised mix, then noise + hum, tanh distortion with clipping, or
-  lo-fi (sample-and-hold to 4 kHz, coarse quantisation, hiss); output in [-1, 1].
+- Recording: peak-normalised mix, then, on the samples of each step whose recording is
+  flawed, noise + hum, tanh distortion with clipping, or lo-fi (sample-and-hold to 4 kHz,
+  coarse quantisation, hiss); output in [-1, 1].
 
 Everything runs on the tokens' device. Rendering is deterministic for given tokens. The
 timbres, chord tables and drum kits are built in render_tables.py; this module mixes them.
@@ -128,7 +129,9 @@ def render(tokens: torch.Tensor) -> torch.Tensor:
     tabs = synth_tables(str(device))
     local, _ = T.local_indices(tokens)  # [B, L]
     out = torch.empty(tokens.shape[0], AUDIO_SAMPLES, device=device)
-    tempo = local[:, A.ATTRIBUTE_NAMES.index("tempo")]
+    rec = torch.empty(tokens.shape[0], AUDIO_SAMPLES, device=device, dtype=torch.uint8)
+    rec_steps = T.step_flaws(tokens)[1].to(torch.uint8)  # [B, S]
+    tempo = local[:, A.HEADER_NAMES.index("tempo")]
     for bucket, bpm in enumerate(A.TEMPO_BPM):
         rows = torch.nonzero(tempo == bucket).flatten()
         if rows.numel():
@@ -136,18 +139,20 @@ def render(tokens: torch.Tensor) -> torch.Tensor:
             period = _render_period(local[rows], _Group(spb, device, tabs))  # [Bg, S * spb]
             reps = -(-AUDIO_SAMPLES // period.shape[1])
             out[rows] = period.repeat(1, reps)[:, :AUDIO_SAMPLES]  # the piece loops
-    return _record(out, local[:, A.ATTRIBUTE_NAMES.index("recording")], tabs["noise"], tokens)
+            per_sample = rec_steps[rows].repeat_interleave(spb, dim=1)  # [Bg, S * spb]
+            rec[rows] = per_sample.repeat(1, reps)[:, :AUDIO_SAMPLES]
+    return _record(out, rec, tabs["noise"], tokens)
 
 
 def _render_period(local: torch.Tensor, g: _Group) -> torch.Tensor:
     """One loop of a tempo group: local token indices [Bg, L] -> [Bg, S * spb]."""
     device = local.device
     Bg, S, spb = local.shape[0], T.N_STEPS, g.spb
-    head = {name: local[:, i] for i, name in enumerate(A.ATTRIBUTE_NAMES)}  # each [Bg]
+    head = {name: local[:, i] for i, name in enumerate(A.HEADER_NAMES)}  # each [Bg]
     track = {
         name: local[:, torch.as_tensor(T.track_positions(name), device=device)] for name in T.TRACKS
     }  # each [Bg, S]
-    perf = track["perf"]
+    perf = track["perf"] // T.N_REC  # the performance part; the recording is _record's
     detune = torch.where(perf == 4, DETUNE, 1.0)  # applies to notes starting at that step
 
     def pitched(values, low):
@@ -222,9 +227,11 @@ def _record(
 ) -> torch.Tensor:
     """Peak-normalise, apply the recording-quality effect, keep the result in [-1, 1].
 
-    mix: [B, T]; recording: [B] index into `attributes.RECORDINGS`; noise: [T] the noise
-    bed; tokens: [B, L] (a per-piece offset into the noise bed, so noisy pieces do not all
-    share one noise waveform). Clean rows end at peak 0.8; effects run on their rows only.
+    mix: [B, T]; recording: [B, T] per sample an index into `attributes.RECORDINGS`;
+    noise: [T] the noise bed; tokens: [B, L] (a per-piece offset into the noise bed, so
+    noisy pieces do not all share one noise waveform). Clean samples keep the peak-0.8 mix;
+    each effect runs on the rows that use it, from the clean mix, and replaces only the
+    samples recorded that way.
     """
     lo, hi = torch.aminmax(mix, dim=1, keepdim=True)
     x = mix.mul_(0.8 / torch.maximum(hi, -lo).clamp(min=1e-6))  # [B, T], peak 0.8
@@ -242,12 +249,14 @@ def _record(
         held = y.reshape(y.shape[0], -1, 4)[:, :, :1].expand(-1, -1, 4).reshape_as(y)
         return torch.round(held * 6.0) / 6.0 + 0.1 * n
 
+    clean = x.clone() if bool((recording > 0).any()) else x
     for code, effect in ((1, noisy), (2, distorted), (3, lofi)):
-        rows = torch.nonzero(recording == code).flatten()
+        where = recording == code  # [B, T]
+        rows = torch.nonzero(where.any(1)).flatten()
         if rows.numel():
             offset = (tokens[rows].long() * pos).sum(1) % AUDIO_SAMPLES  # [F]
             idx = torch.arange(AUDIO_SAMPLES, device=x.device)[None] + offset[:, None]
-            y = effect(x[rows], noise[idx % AUDIO_SAMPLES])  # [F, T]
+            y = effect(clean[rows], noise[idx % AUDIO_SAMPLES])  # [F, T]
             y = y / torch.clamp(y.abs().amax(dim=1, keepdim=True) / 0.95, min=1.0)
-            x[rows] = y.clamp_(-1.0, 1.0)
+            x[rows] = torch.where(where[rows], y.clamp_(-1.0, 1.0), x[rows])
     return x

@@ -84,7 +84,8 @@ def measure_render(n_pieces: int = 128, threads: int = 2) -> dict[str, float]:
         cpus.append(time.process_time() - c0)
     clean = [C.compose(np.random.default_rng([1, i]), flawed=False).piece for i in range(32)]
     rows = [
-        T.Piece({**p.attrs, "recording": rec}, p.melody, p.chord, p.bass, p.drums, p.perf)
+        T.Piece({**p.attrs, "recording": rec}, p.melody, p.chord, p.bass, p.drums, p.perf,
+                [A.RECORDINGS.index(rec)] * T.N_STEPS)  # fmt: skip
         for p in clean
         for rec in A.RECORDINGS
     ]
@@ -174,6 +175,7 @@ def spectrogram_figure(path: Path) -> Path:
                 base.bass,
                 base.drums,
                 base.perf,
+                [A.RECORDINGS.index(rec)] * T.N_STEPS,
             )
         )
         titles.append(f"rock, {rec} recording")
@@ -186,7 +188,7 @@ def spectrogram_figure(path: Path) -> Path:
         list(base.perf),
     )
     C.add_flaws(np.random.default_rng(0), sloppy)
-    sloppy.attrs["recording"] = "clean"
+    sloppy.attrs["recording"], sloppy.rec = "clean", [0] * T.N_STEPS
     pieces.append(sloppy)
     titles.append("rock, local flaws: " + ", ".join(sorted(_flaw_kinds(base, sloppy))))
     audio = R.render(torch.from_numpy(np.stack([T.encode(p) for p in pieces]))).numpy()

@@ -7,9 +7,9 @@ transformer learns it on a CPU.
 
 Grammar (every position has exactly one token type, so `allowed_mask()` is exact):
 
-    position 0..9     header, one token per attribute, in `attributes.ATTRIBUTE_NAMES`
-                      order: genre mood tempo key mode lead chords bass drums recording
-    position 10..169  32 steps (sixteenth notes, two 4/4 bars) x 5 tracks, step-major:
+    position 0..8     header, one token per attribute, in `attributes.HEADER_NAMES` order:
+                      genre mood tempo key mode lead chords bass drums
+    position 9..168   32 steps (sixteenth notes, two 4/4 bars) x 5 tracks, step-major:
                       [melody, chord, bass_note, drum_hits, perf] for step 0, then step 1 ...
 
 Per-step token types:
@@ -18,7 +18,14 @@ Per-step token types:
     chord      REST | HOLD | CHORD(root, quality), 12 roots x 8 qualities (CHORD_QUALITIES)
     bass_note  REST | HOLD | NOTE(p) p in MIDI 28..55
     drum_hits  one of 32 hit sets: bit i set = `attributes.DRUM_PARTS[i]` struck (0 = nothing)
-    perf       ok | early | late | dropout | detuned  (anything but ok is a flaw at that step)
+    perf       (performance, recording) of the step: PERFORMANCE ok | early | late | dropout |
+               detuned  x  RECORDINGS clean | noisy | distorted | lo-fi; local index
+               `perf * N_REC + rec`; anything but (ok, clean) is a flaw at that step
+
+The recording quality lives in the steps, not in the header (world version 2): the first
+world announced a bad recording with one header token before the content, and CFG won 83 %
+of its quality gain by flipping that one token. Now a recording flaw is a run of steps,
+and a piece-level `attrs["recording"]` (the captions' word) is derived from the steps.
 
 Every token id belongs to exactly one type; the type ranges are disjoint and contiguous,
 `VOCAB_SIZE` is their total. `decode` maps ANY integer sequence (an untrained model's
@@ -42,9 +49,10 @@ STEPS_PER_BEAT = 4
 TRACKS: tuple[str, ...] = ("melody", "chord", "bass_note", "drum_hits", "perf")
 # Piece field holding each track.
 TRACK_FIELDS: dict[str, str] = dict(zip(TRACKS, ("melody", "chord", "bass", "drums", "perf")))
-HEADER_LEN = len(A.ATTRIBUTE_NAMES)
+HEADER_LEN = len(A.HEADER_NAMES)
 STEP_LEN = len(TRACKS)
-SEQ_LEN = HEADER_LEN + N_STEPS * STEP_LEN  # 170
+SEQ_LEN = HEADER_LEN + N_STEPS * STEP_LEN  # 169
+N_REC = len(A.RECORDINGS)  # the perf token's recording component
 
 # Special per-track symbols (local indices inside the melody / chord / bass ranges).
 REST = -1
@@ -68,12 +76,12 @@ N_DRUM_SETS = 1 << len(A.DRUM_PARTS)
 
 # Token types in vocabulary order: (name, size).
 _TYPE_SIZES: tuple[tuple[str, int], ...] = (
-    *((name, len(values)) for name, values in A.ATTRIBUTES.items()),
+    *((name, len(A.ATTRIBUTES[name])) for name in A.HEADER_NAMES),
     ("melody", 2 + (MEL_HIGH - MEL_LOW)),
     ("chord", 2 + N_CHORDS),
     ("bass_note", 2 + (BASS_HIGH - BASS_LOW)),
     ("drum_hits", N_DRUM_SETS),
-    ("perf", len(A.PERFORMANCE)),
+    ("perf", len(A.PERFORMANCE) * N_REC),
 )
 TOKEN_TYPES: tuple[str, ...] = tuple(name for name, _ in _TYPE_SIZES)
 TYPE_RANGES: dict[str, tuple[int, int]] = {}
@@ -83,7 +91,7 @@ for _name, _size in _TYPE_SIZES:
     _start += _size
 VOCAB_SIZE = _start
 
-POSITION_TYPES: tuple[str, ...] = (*A.ATTRIBUTE_NAMES, *(TRACKS * N_STEPS))
+POSITION_TYPES: tuple[str, ...] = (*A.HEADER_NAMES, *(TRACKS * N_STEPS))
 assert len(POSITION_TYPES) == SEQ_LEN
 
 # Neutral local index used where a token is invalid: header defaults to the first value
@@ -135,6 +143,14 @@ def local_indices(tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.where(valid, local, defaults.expand_as(local)), valid
 
 
+def step_flaws(tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(performance [B, N_STEPS], recording [B, N_STEPS]) codes of `[B, SEQ_LEN]` tokens;
+    invalid perf tokens read as (ok, clean)."""
+    local, _ = local_indices(tokens)
+    perf_rec = local[:, torch.as_tensor(track_positions("perf"), device=tokens.device)]
+    return perf_rec // N_REC, perf_rec % N_REC
+
+
 # ---------------------------------------------------------------------------- pieces
 
 
@@ -144,7 +160,9 @@ class Piece:
 
     melody / bass: per step a MIDI pitch, REST or HOLD. chord: per step REST, HOLD or a
     chord code `root * len(CHORD_QUALITIES) + quality`. drums: per step a hit-set bitmask.
-    perf: per step an index into `attributes.PERFORMANCE`.
+    perf: per step an index into `attributes.PERFORMANCE`; rec: per step an index into
+    `attributes.RECORDINGS`. attrs["recording"] is the captions' piece-level word; `encode`
+    ignores it (the steps carry the recording) and `decode` derives it from `rec`.
     """
 
     attrs: dict[str, str]
@@ -153,6 +171,14 @@ class Piece:
     bass: list[int] = field(default_factory=lambda: [REST] * N_STEPS)
     drums: list[int] = field(default_factory=lambda: [0] * N_STEPS)
     perf: list[int] = field(default_factory=lambda: [0] * N_STEPS)
+    rec: list[int] = field(default_factory=lambda: [0] * N_STEPS)
+
+
+def piece_recording(rec) -> str:
+    """The piece-level recording word of per-step recording codes: the most frequent flaw
+    (ties to the first in `RECORDINGS` order), "clean" when every step is clean."""
+    counts = np.bincount(np.asarray(rec, dtype=np.int64), minlength=N_REC)[1:N_REC]
+    return A.RECORDINGS[1 + int(counts.argmax())] if counts.sum() else A.RECORDINGS[0]
 
 
 @dataclass
@@ -160,7 +186,7 @@ class Decoded(Piece):
     """A decoded token sequence: a `Piece` plus what had to be repaired.
 
     attrs holds every header attribute (an invalid header token reads as its default and
-    is listed in `invalid_header`). n_invalid counts all invalid tokens.
+    is listed in `invalid_header`) and the piece-level recording (`piece_recording`). n_invalid counts all invalid tokens.
     """
 
     n_invalid: int = 0
@@ -181,13 +207,13 @@ def _pitch_token(kind: str, value: int, low: int, high: int) -> int:
 def encode(piece: Piece) -> np.ndarray:
     """Tokens of a piece, int64 [SEQ_LEN]; unknown attribute values raise ValueError."""
     A.check_attributes(piece.attrs, complete=True)
-    for name in TRACK_FIELDS.values():
+    for name in (*TRACK_FIELDS.values(), "rec"):
         if len(getattr(piece, name)) != N_STEPS:
             raise ValueError(
                 f"encode: track '{name}' has {len(getattr(piece, name))} steps, expected {N_STEPS}"
             )
     out = np.empty(SEQ_LEN, dtype=np.int64)
-    for pos, name in enumerate(A.ATTRIBUTE_NAMES):
+    for pos, name in enumerate(A.HEADER_NAMES):
         out[pos] = TYPE_RANGES[name][0] + A.check_value(name, piece.attrs[name])
     for step in range(N_STEPS):
         base = HEADER_LEN + step * STEP_LEN
@@ -205,10 +231,12 @@ def encode(piece: Piece) -> np.ndarray:
         if not 0 <= hits < N_DRUM_SETS:
             raise ValueError(f"encode: drum hit set {hits} outside [0, {N_DRUM_SETS})")
         out[base + 3] = TYPE_RANGES["drum_hits"][0] + hits
-        perf = piece.perf[step]
+        perf, rec = piece.perf[step], piece.rec[step]
         if not 0 <= perf < len(A.PERFORMANCE):
             raise ValueError(f"encode: performance code {perf} outside [0, {len(A.PERFORMANCE)})")
-        out[base + 4] = TYPE_RANGES["perf"][0] + perf
+        if not 0 <= rec < N_REC:
+            raise ValueError(f"encode: recording code {rec} outside [0, {N_REC})")
+        out[base + 4] = TYPE_RANGES["perf"][0] + perf * N_REC + rec
     return out
 
 
@@ -230,10 +258,12 @@ def decode(tokens) -> Decoded:
     n_invalid += int((~valid).sum())
     attrs = {}
     invalid_header = []
-    for pos, name in enumerate(A.ATTRIBUTE_NAMES):
+    for pos, name in enumerate(A.HEADER_NAMES):
         attrs[name] = A.ATTRIBUTES[name][local[pos]]
         if not valid[pos]:
             invalid_header.append(name)
+    perf_rec = local[track_positions("perf")]
+    attrs["recording"] = piece_recording(perf_rec % N_REC)
 
     def pitches(track: str, low: int) -> list[int]:
         vals = local[track_positions(track)]
@@ -246,7 +276,8 @@ def decode(tokens) -> Decoded:
         chord=[REST if v == 0 else HOLD if v == 1 else v - 2 for v in chords.tolist()],
         bass=pitches("bass_note", BASS_LOW),
         drums=local[track_positions("drum_hits")].tolist(),
-        perf=local[track_positions("perf")].tolist(),
+        perf=(perf_rec // N_REC).tolist(),
+        rec=(perf_rec % N_REC).tolist(),
         n_invalid=n_invalid,
         invalid_header=invalid_header,
     )
@@ -304,5 +335,6 @@ def token_name(token: int, position: int | None = None) -> str:
             if kind == "drum_hits":
                 parts = [p for b, p in enumerate(A.DRUM_PARTS) if i >> b & 1]
                 return "drums:" + ("+".join(parts) or "-")
-            return f"perf:{A.PERFORMANCE[i]}"
+            perf, rec = divmod(i, N_REC)
+            return f"perf:{A.PERFORMANCE[perf]}/{A.RECORDINGS[rec]}"
     return f"<invalid {token}>"
