@@ -1,10 +1,13 @@
 """The merged evaluator's comparisons: side-by-side win rates and FAD (paper 3.5, app. E, G).
 
 `WinRates`: the paper's raters see two models' generations for the same prompt; here the
-policy world's oracle stands in for them. Quality duels compare the oracle's overall score
-of generation k of each model; diversity duels compare the mean musical distance between
-a prompt's generations (the oracle's, independent of the rewarded embedder E). Each is a
-`WinRate` metric: `(W + T/2) / (W + L + T)` with its tests and a bootstrap CI.
+policy world's oracle stands in for them. One duel per PROMPT: quality duels compare the
+mean of the oracle's overall score over each model's generations for the prompt
+(generations of one prompt are not independent duels: counting each would make the tests
+anticonservative); diversity duels compare the mean musical distance between a prompt's
+generations (the oracle's, independent of the rewarded embedder E). Each is a `WinRate`
+metric: `(W + T/2) / (W + L + T)` with the sign test on W / L beside the t-test and the
+Wilcoxon test on the paired scores, and a bootstrap CI over prompts.
 
 `FadSpaces`: FAD between the world's clean reference audio and the generations, in E's
 space (`eval/fad`) and in the MuLan-style scorer's audio tower (`eval/fad_mulan`), with the
@@ -75,8 +78,8 @@ class WinRates(nn.Module):
 
     def update(self, ours: torch.Tensor, theirs: torch.Tensor, prompts: list[str]) -> None:
         """Duels of generations `[P, N, K, L]` of the model and of the baseline."""
-        a = self.oracle.scores(ours, prompts)["overall"].reshape(-1)
-        b = self.oracle.scores(theirs, prompts)["overall"].reshape(-1)
+        a = self.oracle.scores(ours, prompts)["overall"].mean(1)  # [P]: one duel per prompt
+        b = self.oracle.scores(theirs, prompts)["overall"].mean(1)
         self.quality.update(a, b)
         self.diversity.update(self.oracle.pair_distances(ours), self.oracle.pair_distances(theirs))
 

@@ -373,3 +373,30 @@ def test_gamma_sweep_runs_with_the_joblib_launcher(tmp_path):
         assert r.data.params["front"] == "CFG(base,unconditional)"
         assert r.data.params["lambda"] == "None" and r.data.params["sources"] == "base"
     assert {r.data.params["gamma"] for r in found} == {"1.0", "3.0"}
+
+
+def test_quality_duels_are_one_per_prompt_and_the_sign_test_is_scipys():
+    from scipy.stats import binomtest
+
+    from lightning_modules.win_rates import WinRates
+
+    class Oracle:  # overall score = the first token / 100; diversity: the second
+        def scores(self, tokens, prompts):
+            return {"overall": tokens[:, :, 0, 0].double() / 100}
+
+        def pair_distances(self, tokens):
+            return tokens[:, :, 0, 1].double().mean(1) / 100
+
+    P, N = 12, 3
+    g = torch.Generator().manual_seed(0)
+    ours = torch.randint(0, 100, (P, N, 1, 4), generator=g)
+    theirs = torch.randint(0, 100, (P, N, 1, 4), generator=g)
+    rates = WinRates({"name": "b"}, Oracle(), 0.02, 0.02, resamples=99, seed=0)
+    rates.update(ours, theirs, [f"p{i}" for i in range(P)])
+    out = rates.compute()
+    assert out["eval/winrate_quality_n"] == P  # not P * N
+    diff = ours[:, :, 0, 0].double().mean(1) / 100 - theirs[:, :, 0, 0].double().mean(1) / 100
+    wins, losses = int((diff > 0.02).sum()), int((diff < -0.02).sum())
+    assert (out["eval/winrate_quality_wins"], out["eval/winrate_quality_losses"]) == (wins, losses)
+    assert out["eval/winrate_quality"] == pytest.approx((wins + (P - wins - losses) / 2) / P)
+    assert out["eval/winrate_quality_p_sign"] == pytest.approx(binomtest(wins, wins + losses).pvalue)
