@@ -1,7 +1,8 @@
 """`python -m suite diagnose --config conf/beta15.yaml`: the world's shortcut diagnostics.
 
 Runs `suite.world_diagnostics` on the artifacts a student config names (its base policy
-and its embedder E) over the config's held-out eval prompts, prints the table and writes
+and its embedder E, with its scorers for the judge checks) over held-out prompts (the
+validation split by default, `diagnose.prompts`: omega is chosen from it), prints the table and writes
 it to a CSV (`docs/diagnostics.csv` by default; one row per measurement: name, value,
 limit, verdict). It never builds an artifact: a missing one is refused, naming it and the
 command that builds it, before anything is computed or written.

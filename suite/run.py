@@ -236,7 +236,7 @@ def run(cfg: DictConfig) -> float | None:
         diagnose(OmegaConf.to_container(cfg.generator, resolve=True),
                  OmegaConf.to_container(cfg.model.embedder, resolve=True)
                  if OmegaConf.is_config(cfg.model.embedder) else cfg.model.embedder,
-                 str(cfg.data.eval_prompts), str(cfg.negative_prompt), float(cfg.gamma),
+                 str(d.get("prompts") or cfg.data.eval_prompts), str(cfg.negative_prompt), float(cfg.gamma),
                  int(d.get("generations", 4)), int(d.get("body_candidates", 10)),
                  str(d.get("out", f"{cfg.paths.root}/docs/diagnostics.csv")), str(cfg.paths.root),
                  seed, *(OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v

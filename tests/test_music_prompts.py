@@ -22,6 +22,17 @@ def test_default_files_exist_and_hold_the_required_prompts():
         assert text in sets["freeform"] and text in sets["eval"]
     assert sets["negative"] == ["Bad audio quality."]
     assert not set(sets["train"]) & set(sets["eval"])
+    assert len(sets["validation"]) >= 60
+    assert not set(sets["validation"]) & (set(sets["train"]) | set(sets["eval"]))
+
+
+def test_the_validation_split_is_built_like_the_test_split():
+    valid = P.load_prompt_records(P.prompt_set("validation"))
+    test = P.load_prompt_records(P.prompt_set("eval"))
+    count = lambda recs, split: sum(r["split"] == split for r in recs)  # noqa: E731
+    for split in ("unseen_combination", "unseen_phrasing", "freeform"):
+        assert count(valid, split) == count(test, split), split
+    assert [r["prompt"] for r in valid if r["split"] == "freeform"] == list(P.VALIDATION_FREEFORM)
 
 
 def test_default_files_match_the_generator(tmp_path):
@@ -85,4 +96,4 @@ def test_loader_errors_name_the_file(tmp_path):
     with pytest.raises(ValueError, match="polka"):
         P.load_prompt_records(tmp_path / "attr.jsonl")
     with pytest.raises(ValueError, match="unknown prompt set"):
-        P.prompt_set("validation")
+        P.prompt_set("tuning")

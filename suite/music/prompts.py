@@ -6,10 +6,13 @@ held-out prompts for evaluation; CFG uses the negative prompt "Bad audio quality
 under `conf/prompts/`:
 
     train.txt      training prompts (seen attribute combinations, training phrasings)
-    eval.jsonl     held-out prompts: {"prompt", "split", "attributes"}; split is
+    eval.jsonl     held-out TEST prompts: {"prompt", "split", "attributes"}; split is
                    "unseen_combination" (a genre x mood pair the corpus never contains,
                    composer.HELD_OUT_COMBOS), "unseen_phrasing" (eval-only words and sentence
-                   frames, captions.EVAL_*), or "freeform"
+                   frames, captions.EVAL_*), or "freeform"; only for reported numbers
+    validation.jsonl  held-out VALIDATION prompts, built like eval.jsonl from another seed
+                   (disjoint from train and eval, its own free-form prompts): every choice
+                   (a scale, omega, a threshold, a checkpoint) is made on these, never on eval
     freeform.txt   free-form prompts ("A peaceful sunset on a beach", "Rock song." ...)
     negative.txt   the negative prompt
 
@@ -53,9 +56,29 @@ FREEFORM_PROMPTS: tuple[str, ...] = (
     "Symphony orchestra",
     "Rap instrumental",
 )
+# Free-form prompts of the validation split (none of them is in FREEFORM_PROMPTS).
+VALIDATION_FREEFORM: tuple[str, ...] = (
+    "A sunny morning in the countryside",
+    "Music for a road trip",
+    "Background music for a cafe",
+    "A thunderstorm at sea",
+    "Video game boss battle",
+    "Spa relaxation music",
+    "A cowboy riding into town",
+    "Christmas morning",
+    "Chase scene in a spy film",
+    "Dreamy space travel",
+    "Children's birthday party",
+    "A rainy night in the city",
+    "Sunday brunch",
+    "Epic movie trailer",
+    "Slow dance at a prom",
+    "Study music to focus",
+)
 PROMPT_SETS: dict[str, str] = {
     "train": "train.txt",
     "eval": "eval.jsonl",
+    "validation": "validation.jsonl",
     "freeform": "freeform.txt",
     "negative": "negative.txt",
 }
@@ -82,10 +105,18 @@ def train_prompts(seed: int = 0, n: int = 256) -> list[str]:
 
 
 def eval_prompts(
-    seed: int = 0, n_combination: int = 40, n_phrasing: int = 40, exclude: set[str] | None = None
+    seed: int = 0,
+    n_combination: int = 40,
+    n_phrasing: int = 40,
+    exclude: set[str] | None = None,
+    freeform: tuple[str, ...] = FREEFORM_PROMPTS,
+    stream: int = 2,
 ) -> list[dict]:
-    """Held-out prompt records: unseen combinations, unseen phrasings, free-form prompts."""
-    rng = np.random.default_rng([seed, 2])
+    """Held-out prompt records: unseen combinations, unseen phrasings, free-form prompts.
+
+    `stream` selects the random stream: 2 for the test split (eval.jsonl), 3 for the
+    validation split (`validation_prompts`)."""
+    rng = np.random.default_rng([seed, stream])
     exclude = set(exclude or ())
     combos = sorted(C.HELD_OUT_COMBOS)
     records: list[dict] = []
@@ -114,9 +145,15 @@ def eval_prompts(
             K.describe(rng, attrs, None, heldout=True, quality=False, require=("genre",)),
             "unseen_phrasing",
         )
-    for text in FREEFORM_PROMPTS:
+    for text in freeform:
         add(text, "freeform")
     return records
+
+
+def validation_prompts(seed: int = 0, exclude: set[str] | None = None) -> list[dict]:
+    """The validation split: built like the test split from another random stream, with
+    its own free-form prompts, and none of `exclude` (the train and test prompts)."""
+    return eval_prompts(seed, exclude=exclude, freeform=VALIDATION_FREEFORM, stream=3)
 
 
 def _atomic_text(path: Path, text: str) -> None:
@@ -136,10 +173,12 @@ def write_prompt_files(directory: str | Path | None = None, seed: int = 0) -> di
     directory = Path(directory) if directory is not None else prompts_dir()
     train = train_prompts(seed)
     evals = eval_prompts(seed, exclude=set(train))
+    valid = validation_prompts(seed, exclude=set(train) | {r["prompt"] for r in evals})
     header = "# {} prompts of the embedded music world; one per line, '#' lines are comments.\n"
     paths = {name: directory / file for name, file in PROMPT_SETS.items()}
     _atomic_text(paths["train"], header.format("Training") + "\n".join(train) + "\n")
     _atomic_text(paths["eval"], "".join(json.dumps(r, sort_keys=True) + "\n" for r in evals))
+    _atomic_text(paths["validation"], "".join(json.dumps(r, sort_keys=True) + "\n" for r in valid))
     _atomic_text(paths["freeform"], header.format("Free-form") + "\n".join(FREEFORM_PROMPTS) + "\n")
     _atomic_text(paths["negative"], header.format("Negative (CFG)") + NEGATIVE_PROMPT + "\n")
     return paths
@@ -213,7 +252,7 @@ def load_prompts(path: str | Path) -> list[str]:
 
 
 def prompt_set(name: str, root: str | Path | None = None) -> Path:
-    """Path of a named default prompt set ('train', 'eval', 'freeform', 'negative')."""
+    """Path of a named default prompt set ('train', 'eval', 'validation', 'freeform', 'negative')."""
     if name not in PROMPT_SETS:
         raise ValueError(f"unknown prompt set {name!r}; expected one of {list(PROMPT_SETS)}")
     return prompts_dir(root) / PROMPT_SETS[name]
