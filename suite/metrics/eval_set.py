@@ -18,6 +18,8 @@ from torch import nn
 from suite.metrics._base import MeanOfValues
 from suite.metrics.diversity import PairwiseDiversity
 from suite.metrics.entropy import TokenEntropy
+from suite.metrics.functional import pairwise_diversity_per_group, vendi_score_per_group
+from suite.metrics.intervals import PromptIntervals
 from suite.metrics.scores import MuLanScore, QualityScore
 from suite.metrics.vendi import VendiScore
 
@@ -30,6 +32,16 @@ class MeanValue(MeanOfValues):
         self._accumulate(values[~torch.isnan(values)])
 
 
+def _prompt_means(values: torch.Tensor) -> torch.Tensor:
+    """`[P, N]` per-generation values -> `[P]` each prompt's mean over its finite values
+    (NaN where a prompt has none: `PromptIntervals` leaves those prompts out)."""
+    values = torch.as_tensor(values).detach().double()
+    finite = torch.isfinite(values)
+    total = torch.where(finite, values, 0.0).sum(1)
+    count = finite.sum(1)
+    return torch.where(count > 0, total / count.clamp(min=1), torch.nan)
+
+
 def synced_count(metric: MeanOfValues) -> torch.Tensor:
     """The metric's item count summed over processes (so every rank skips or computes alike)."""
     count = metric.count.clone()
@@ -37,6 +49,11 @@ def synced_count(metric: MeanOfValues) -> torch.Tensor:
         count = count.to(metric.total.device)
         torch.distributed.all_reduce(count)
     return count
+
+
+# The means that get a bootstrap interval over prompts (entropy is per token: it has none).
+INTERVALS = ("quality", "mulan", "preference", "diversity", "vendi", "kl_teacher",
+             "oracle_quality", "oracle_adherence", "oracle_diversity")  # fmt: skip
 
 
 class EvalMetrics(nn.Module):
@@ -54,7 +71,10 @@ class EvalMetrics(nn.Module):
         {prefix}diversity (PairwiseDiversity on E's embeddings), {prefix}vendi,
         {prefix}oracle_quality, {prefix}oracle_adherence, {prefix}kl_teacher, {prefix}entropy,
         {prefix}oracle_diversity (the oracle's musical distance between a prompt's
-        generations: a diversity judge independent of the rewarded embedder E).
+        generations: a diversity judge independent of the rewarded embedder E);
+        {prefix}<name>_ci_low / _ci_high: the 95 % bootstrap interval over PROMPTS of each
+        mean in `INTERVALS` (`suite.metrics.intervals`; each prompt's value is the mean over
+        its generations).
     The scorers are frozen judges kept out of the module tree (no weights in checkpoints).
     """
 
@@ -80,6 +100,7 @@ class EvalMetrics(nn.Module):
         self.mulan = MuLanScore(scorer) if scorer is not None and preference is None else None
         self.preference = MeanValue() if preference is not None and scorer is None else None
         object.__setattr__(self, "_preference_model", preference)
+        self.intervals = PromptIntervals(INTERVALS)
 
     def _metrics(self) -> dict[str, nn.Module]:
         return {name: m for name, m in self.named_children() if m is not None}
@@ -103,35 +124,50 @@ class EvalMetrics(nn.Module):
         from suite.rollout import frozen
 
         prompts = list(prompts)
+        per_prompt = self.intervals.update  # (name, [P]): each prompt's mean over generations
         if oracle is not None:
             self.oracle_quality.update(oracle["quality"])
             self.oracle_adherence.update(oracle["adherence"])
+            per_prompt("oracle_quality", _prompt_means(oracle["quality"]))
+            per_prompt("oracle_adherence", _prompt_means(oracle["adherence"]))
             if "pair_distance" in oracle:
                 self.oracle_diversity.update(oracle["pair_distance"])
+                per_prompt("oracle_diversity", oracle["pair_distance"])
         if embeddings is not None:
             self.diversity.update(embeddings)
             self.vendi.update(embeddings)
+            per_prompt("diversity", pairwise_diversity_per_group(embeddings))
+            per_prompt("vendi", vendi_score_per_group(embeddings, self.vendi.q))
         if logits is not None:
             self.entropy.update((logits / temperature).reshape(-1, *logits.shape[-2:]))
         if kl is not None:
             self.kl_teacher.update(kl)
+            per_prompt("kl_teacher", _prompt_means(kl))
         if audio is not None:
-            n = audio.shape[1]
+            P, n = audio.shape[:2]
             flat_audio = audio.reshape(-1, audio.shape[-1])  # [P*N, S]
             row_prompts = [p for p in prompts for _ in range(n)]
+            clips: dict[str, torch.Tensor] = {}  # name -> per-clip scores [P*N]
             if self.quality is not None:
                 self.quality.update(flat_audio, row_prompts)
+                clips = self.quality.last_clips
             if self.mulan is not None:
                 self.mulan.update(flat_audio, row_prompts)
+                clips = self.mulan.last_clips
             if self.preference is not None:
                 model = self._preference_model
                 with frozen(model if isinstance(model, nn.Module) else None):
-                    self.preference.update(model.score(flat_audio))
+                    clips = {"preference": model.score(flat_audio)}
+                self.preference.update(clips["preference"])
+            for name, scores in clips.items():
+                per_prompt(name, _prompt_means(scores.reshape(P, n)))
 
     def compute(self) -> dict[str, float]:
         """Synchronised means of every metric that saw data (a collective under DDP)."""
         out: dict[str, float] = {}
         for name, metric in self._metrics().items():
+            if name == "intervals":
+                continue  # read below, beside the means it brackets
             if name == "quality":
                 comps = metric.compute_components() if int(synced_count(metric)) else None
                 if comps is not None:
@@ -144,6 +180,12 @@ class EvalMetrics(nn.Module):
         if self.mulan is not None and f"{self.prefix}mulan" in out:
             # No preference model: quality is omega * MuLan alone (`quality_terms` says so).
             out[f"{self.prefix}quality"] = self.omega * out[f"{self.prefix}mulan"]
+        cis = self.intervals.compute()
+        if self.mulan is not None and "mulan" in cis:
+            cis["quality"] = tuple(self.omega * v for v in cis["mulan"])
+        for name, (low, high) in cis.items():
+            if f"{self.prefix}{name}" in out:
+                out[f"{self.prefix}{name}_ci_low"], out[f"{self.prefix}{name}_ci_high"] = low, high
         return out
 
     @property
