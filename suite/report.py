@@ -73,9 +73,11 @@ from suite.report_tables import (  # noqa: F401 (re-exported: suite.report.hyper
     RUN_METRICS,
     RUN_PARAMS,
     Table,
+    d2_table,
     hypervolume_2d,
     pareto_mask,
     runs_table,
+    seeds_table,
     vendi_table,
     winrate_table,
 )
@@ -156,6 +158,8 @@ def build_report(
         "table1_vendi": vendi_table(runs),
         "table2_winrate_quality": winrate_table(runs, "quality", 2),
         "table3_winrate_diversity": winrate_table(runs, "diversity", 3),
+        "seeds": seeds_table(runs),
+        "d2_diversity_measures": d2_table(runs),
         "hypervolume": hv,
     }
     raw = runs_table(runs)

@@ -6,7 +6,13 @@
 - `vendi_table`: table 1 (Vendi and 1 - mean per evaluated model, appendix D.4);
 - `winrate_table`: tables 2 and 3 (side-by-side wins, losses, ties, win rate and the
   p-values of appendix E, against each run's baseline or the paper's ten pairs);
-- `runs_table`: every run's final metrics and placing params (runs.csv).
+- `runs_table`: every run's final metrics and placing params (runs.csv), with the
+  evaluator's 95 % bootstrap intervals over prompts beside its main means;
+- `seeds_table`: the students' final numbers per beta as mean and 95 % t-interval over
+  training seeds (one seed is an anecdote);
+- `d2_table`: appendix D.2, the correlation across evaluated models between E's diversity,
+  the oracle's musical diversity (the world's stand-in for human diversity ratings) and
+  the entropy per token.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import stats
 
 from suite.report_runs import SIDE_BY_SIDE, RunPoint
 
@@ -108,6 +115,9 @@ RUN_METRICS = ("eval/quality", "eval/diversity", "eval/oracle_diversity", "eval/
                "eval/oracle_adherence", "eval/mulan", "eval/preference", "eval/vendi",
                "eval/one_minus_mean", "eval/fad", "eval/kl_teacher", "eval/entropy",
                "eval/winrate_quality", "eval/winrate_diversity")  # fmt: skip
+# The evaluator's 95 % bootstrap intervals over prompts (suite.metrics.intervals).
+RUN_INTERVALS = tuple(f"{m}_ci_{end}" for m in ("eval/quality", "eval/diversity",
+                      "eval/oracle_quality", "eval/oracle_diversity") for end in ("low", "high"))  # fmt: skip
 
 
 def runs_table(runs: Sequence[RunPoint]) -> Table:
@@ -117,11 +127,72 @@ def runs_table(runs: Sequence[RunPoint]) -> Table:
     rows = [
         [r.name, "student" if r.target.endswith("DistillStudent") else "evaluator"]
         + [r.params.get(k, "") for k in RUN_PARAMS]
-        + [r.metrics.get(k) for k in RUN_METRICS]
+        + [r.metrics.get(k) for k in (*RUN_METRICS, *RUN_INTERVALS)]
         for r in runs
         if r.target.endswith(("DistillStudent", "MergedEvaluator"))
     ]
-    return Table("Every run: final metrics", ["run", "kind", *RUN_PARAMS, *RUN_METRICS], rows)
+    return Table("Every run: final metrics",
+                 ["run", "kind", *RUN_PARAMS, *RUN_METRICS, *RUN_INTERVALS], rows)  # fmt: skip
+
+
+def mean_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:
+    """(mean, low, high): the Student-t interval of the mean of a few values (NaNs left out);
+    one value gives (value, nan, nan): no interval from one seed."""
+    x = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
+    if x.size == 0:
+        return math.nan, math.nan, math.nan
+    if x.size == 1:
+        return float(x[0]), math.nan, math.nan
+    half = stats.t.ppf(0.5 + confidence / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size)
+    return float(x.mean()), float(x.mean() - half), float(x.mean() + half)
+
+
+SEED_METRICS = ("eval/quality", "eval/diversity", "eval/oracle_quality", "eval/oracle_diversity",
+                "eval/kl_teacher")  # fmt: skip
+
+
+def seeds_table(runs: Sequence[RunPoint]) -> Table:
+    """The students' final metrics per beta: seeds, then mean [low, high] per metric."""
+    groups: dict[str, list[RunPoint]] = {}
+    for r in runs:
+        if r.target.endswith("DistillStudent"):
+            groups.setdefault(r.params.get("beta", r.params.get("model.beta", "?")), []).append(r)
+    rows = []
+    for beta in sorted(groups, key=lambda b: float(b) if b.replace(".", "", 1).isdigit() else math.inf):
+        group = groups[beta]
+        row: list = [beta, len(group), " ".join(sorted(r.params.get("seed", "?") for r in group))]
+        for key in SEED_METRICS:
+            row += list(mean_interval([r.metrics.get(key) for r in group]))
+        rows.append(row)
+    header = ["beta", "seeds", "seed_values"]
+    for key in SEED_METRICS:
+        name = key.split("/", 1)[1]
+        header += [name, f"{name}_low", f"{name}_high"]
+    return Table("Students over training seeds: mean and 95 % t-interval", header, rows)
+
+
+D2_AXES = (("eval/diversity", "E diversity"), ("eval/oracle_diversity", "oracle musical diversity"),
+           ("eval/entropy", "entropy per token"))  # fmt: skip
+
+
+def d2_table(runs: Sequence[RunPoint]) -> Table:
+    """Appendix D.2: Spearman and Pearson correlation across evaluated models (one row per
+    pair of diversity measures), over the evaluator runs that logged both."""
+    models = [r for r in runs if r.target.endswith("MergedEvaluator")
+              and r.params.get("front") != SIDE_BY_SIDE]  # fmt: skip
+    rows = []
+    for i, (ka, na) in enumerate(D2_AXES):
+        for kb, nb in D2_AXES[i + 1 :]:
+            pairs = np.array([[r.metrics[ka], r.metrics[kb]] for r in models
+                              if ka in r.metrics and kb in r.metrics]).reshape(-1, 2)  # fmt: skip
+            if len(pairs) >= 3 and np.ptp(pairs[:, 0]) > 0 and np.ptp(pairs[:, 1]) > 0:
+                rho = float(stats.spearmanr(pairs[:, 0], pairs[:, 1]).statistic)
+                r_ = float(stats.pearsonr(pairs[:, 0], pairs[:, 1]).statistic)
+            else:
+                rho = r_ = math.nan
+            rows.append([na, nb, len(pairs), rho, r_])
+    return Table("Appendix D.2: diversity measures across models",
+                 ["measure_a", "measure_b", "models", "spearman", "pearson"], rows)  # fmt: skip
 
 
 def _model_a(run: RunPoint) -> str:

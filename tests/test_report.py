@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -283,3 +284,49 @@ def test_side_by_side_runs_become_tables_2_and_3_and_no_front(tmp_path):
     assert float(raw["lerp-lambda=0.5"]["eval/diversity"]) == pytest.approx(0.45)
     assert float(raw["beta0-seed0"]["eval/quality"]) == pytest.approx(3.9)  # its last eval
     assert all(not r["model"].startswith("sbs") for r in _read_csv(out / "table1_vendi.csv"))
+
+
+def _point(name, target, params, metrics):
+    from suite.report_runs import RunPoint
+
+    return RunPoint(run_id=name, name=name, params={"model._target_": target, **params},
+                    metrics=metrics, tags={})  # fmt: skip
+
+
+def test_seeds_table_gives_the_t_interval_over_seeds():
+    from scipy import stats
+
+    from suite.report_tables import mean_interval, seeds_table
+
+    student = "lightning_modules.student.DistillStudent"
+    q = [0.2, 0.5, 0.35]
+    runs = [_point(f"beta15-s{i}", student, {"beta": "15", "seed": str(i)},
+                   {"eval/quality": v, "eval/diversity": 0.4}) for i, v in enumerate(q)]  # fmt: skip
+    runs.append(_point("beta0-s0", student, {"beta": "0", "seed": "0"}, {"eval/quality": 1.0}))
+    table = seeds_table(runs)
+    assert [row[0] for row in table.rows] == ["0", "15"]
+    row = dict(zip(table.header, table.rows[1]))
+    ref = stats.t.interval(0.95, 2, loc=np.mean(q), scale=stats.sem(q))
+    assert row["seeds"] == 3 and row["quality"] == pytest.approx(np.mean(q))
+    assert (row["quality_low"], row["quality_high"]) == pytest.approx(ref)
+    one = dict(zip(table.header, table.rows[0]))
+    assert one["quality"] == 1.0 and math.isnan(one["quality_low"])  # one seed: no interval
+    assert math.isnan(mean_interval([])[0])
+
+
+def test_d2_table_correlates_diversity_measures_across_models():
+    from scipy import stats
+
+    from suite.report_tables import d2_table
+
+    evaluator = "lightning_modules.merged_eval.MergedEvaluator"
+    e = [0.1, 0.3, 0.2, 0.5]
+    o = [0.2, 0.25, 0.22, 0.6]
+    h = [3.0, 1.0, 2.0, 0.5]
+    runs = [_point(f"m{i}", evaluator, {}, {"eval/diversity": a, "eval/oracle_diversity": b,
+                                            "eval/entropy": c}) for i, (a, b, c) in enumerate(zip(e, o, h))]  # fmt: skip
+    rows = {(r[0], r[1]): r for r in d2_table(runs).rows}
+    row = rows[("E diversity", "oracle musical diversity")]
+    assert row[2] == 4 and row[3] == pytest.approx(1.0)
+    assert row[4] == pytest.approx(stats.pearsonr(e, o).statistic)
+    assert rows[("E diversity", "entropy per token")][3] == pytest.approx(stats.spearmanr(e, h).statistic)
