@@ -259,3 +259,12 @@ def test_scorers_are_bigger_than_tiny(specs, kind):
     # the same front-end and clip as the embedder E: they judge the same audio
     assert job.model.config.encoder.mel == embedder_config("paper").encoder.mel
     assert job.model.config.encoder.clip_seconds == 4.0
+
+
+@pytest.mark.parametrize("n", [2, 4, 8])
+def test_n_study_keeps_64_generations_per_step_and_its_own_export(n):
+    """Figure 10 (sweeps/n_study.yaml): N generations per prompt x prompts per step = 64."""
+    cfg = compose_cli(REPO / "sweeps" / "n_study.yaml", [f"+n_study=n{n}"])
+    assert cfg.model.n_generations == n and cfg.data.batch_size * n == 64
+    assert cfg.name == f"beta15-N{n}" and cfg.model.export_path.endswith(f"beta15-N{n}-seed0.safetensors")
+    assert OmegaConf.to_container(cfg.hydra.sweeper.params) == {"+n_study": "n2,n4,n8"}
