@@ -117,20 +117,30 @@ def build_report(
     log_to_mlflow: bool = True,
     listen_prompts: int = 4,
     listen_audio: str = "wav",
+    runs_dir: str | os.PathLike | None = None,
 ) -> dict[str, Path]:
     """Write the report files into `out` (all or nothing); returns {file name: path}.
 
     `listen_prompts` prompts of the listening page (0: no page), `listen_audio` its clips'
-    format ("wav" as logged, or "mp3", smaller to keep in git)."""
+    format ("wav" as logged, or "mp3", smaller to keep in git). With `runs_dir` the runs are
+    read from the CSVs `suite.report_store` exported there instead of MLflow (no listening
+    page and no report run: the clips and the store stay with MLflow)."""
     if isinstance(listen_prompts, bool) or not isinstance(listen_prompts, int) or listen_prompts < 0:
         raise ValueError(f"report: listen_prompts (--listen-prompts) must be an int >= 0 "
                          f"(0: no listening page), got {listen_prompts!r}")  # fmt: skip
     if listen_audio not in ("wav", "mp3"):
         raise ValueError(f"report: listen_audio (--listen-audio) must be 'wav' or 'mp3', "
                          f"got {listen_audio!r}")  # fmt: skip
-    client = mlflow_client(tracking_uri)
-    runs = load_runs(client, experiment, sweep)
-    trajs = trajectories(client, runs, quality, diversity)
+    if runs_dir is not None:
+        from suite.report_store import load_runs_dir, trajectories_dir
+
+        client, listen_prompts, log_to_mlflow = None, 0, False
+        runs = load_runs_dir(runs_dir, sweep)
+        trajs = trajectories_dir(runs_dir, runs, quality, diversity)
+    else:
+        client = mlflow_client(tracking_uri)
+        runs = load_runs(client, experiment, sweep)
+        trajs = trajectories(client, runs, quality, diversity)
     fronts_ = fronts(runs)
     curves = [f for f in fronts_ if len(f.xy(quality, diversity))]
     if not trajs and not curves:
@@ -238,7 +248,10 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m suite.report",
         description="Pareto report (figures 1, 3, 4; tables 1-3; hypervolumes) from MLflow runs.",
     )
-    parser.add_argument("--experiment", required=True, help="MLflow experiment, e.g. cfg-distill")
+    parser.add_argument("--experiment", default=None, help="MLflow experiment, e.g. cfg-distill")
+    parser.add_argument("--runs-dir", default=None,
+                        help="read the runs from the CSVs of `python -m suite.report_store` "
+                             "(e.g. docs/repro/steps) instead of MLflow")  # fmt: skip
     parser.add_argument("--tracking-uri", default="sqlite:///mlflow.db")
     parser.add_argument("--out", default="docs/repro", help="output folder")
     parser.add_argument("--sweep", default=None, help="only the runs tagged sweep=NAME")
@@ -253,13 +266,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--listen-audio", choices=("wav", "mp3"), default="wav",
                         help="format of the page's clips (mp3: smaller, to keep in git)")  # fmt: skip
     args = parser.parse_args(argv)
+    if (args.experiment is None) == (args.runs_dir is None):
+        print("error: give exactly one of --experiment (MLflow) and --runs-dir (exported CSVs)",
+              file=sys.stderr)  # fmt: skip
+        return 2
     try:
         written = build_report(
-            args.tracking_uri, args.experiment, args.out, sweep=args.sweep,
+            args.tracking_uri, args.experiment or str(args.runs_dir), args.out, sweep=args.sweep,
             lambda_front=args.lambda_front, quality=args.quality_metric,
             diversity=args.diversity_metric, reference=args.reference,
             log_to_mlflow=not args.no_log, listen_prompts=args.listen_prompts,
-            listen_audio=args.listen_audio,
+            listen_audio=args.listen_audio, runs_dir=args.runs_dir,
         )  # fmt: skip
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)

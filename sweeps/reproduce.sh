@@ -3,16 +3,21 @@
 # The whole protocol of docs/REPRODUCTION.md (issue 10) on the tiny default, with the
 # suite's own commands, into the MLflow experiment `repro` (EXPERIMENT=... to change).
 # Steps (default: all, in this order): students sbs gamma lerp lerp_base lerp_other
-# uniform temperature exports report. Two jobs at a time, one torch thread each
+# uniform temperature exports n_study report listen. Two jobs at a time, one torch thread each
 # (JOBS=... to change); each step prints its wall time. Needs the committed artifacts (or
 # builds them on first use) and ~2 h on 2 CPU cores.
+# Resumable across machines: a finished step's runs are exported to
+# $STEPS_DIR/<step>.runs.csv (+ .history.csv; suite/report_store.py; commit them), a step
+# whose CSV exists is skipped (FORCE=1 reruns it), and the report step reads the CSVs, not
+# the MLflow store, so a protocol can be assembled from several machines' steps.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 EXP=${EXPERIMENT:-repro}
 JOBS=${JOBS:-2}
 PAR="hydra/launcher=joblib hydra.launcher.n_jobs=$JOBS torch_threads=1 experiment=$EXP"
-STEPS=${*:-students sbs gamma lerp lerp_base lerp_other uniform temperature exports report}
+STEPS=${*:-students sbs gamma lerp lerp_base lerp_other uniform temperature exports n_study report listen}
+STEPS_DIR=${STEPS_DIR:-docs/repro/steps}
 # The grids of docs/REPRODUCTION.md (2 h on 2 cores); FULL=1 runs the sweep files' own
 # grids instead (21 lambdas, gamma 1..7 x 2, 6 temperatures x 2: about 3 h more).
 if [[ ${FULL:-0} == 1 ]]; then
@@ -32,7 +37,17 @@ timed() {  # timed NAME CMD...: run, print the wall time
   echo "== $name: $((SECONDS - t0)) s"
 }
 
+# The runs each step makes (what its export keeps): a sweep tag, or a tag KEY=VALUE.
+declare -A FILTER=([students]="--sweep beta" [sbs]="--sweep sbs" [gamma]="--sweep gamma"
+  [lerp]="--sweep lambda" [lerp_base]="--sweep lerp_base" [lerp_other]="--sweep lambda"
+  [uniform]="--sweep uniform" [temperature]="--sweep temperature"
+  [exports]="--tag config_name=eval_temperature" [n_study]="--sweep n_study")
+
 for step in $STEPS; do
+  if [[ $step != report && $step != listen && -f $STEPS_DIR/$step.runs.csv && ${FORCE:-0} != 1 ]]; then
+    echo "== $step: done ($STEPS_DIR/$step.runs.csv exists; FORCE=1 reruns it)"
+    continue
+  fi
   case $step in
     students)  # figures 1-2: beta 0, 5, 10, 15 (two at a time; each evaluates at step 0 too)
       timed students $PY -m suite fit --config sweeps/beta.yaml $PAR ;;
@@ -61,11 +76,20 @@ for step in $STEPS; do
           experiment=$EXP "model.sources=[\${checkpoints}/beta$b-seed0.safetensors]" \
           name=student-beta$b front=student-beta$b beta=$b sources=beta$b-seed0
       done ;;
-    report)  # every figure and table, learned quality and the oracle's quality
-      timed report $PY -m suite report --experiment $EXP --out docs/repro \
+    n_study)  # figure 10: beta 15 with N = 2, 4, 8 at 64 generations per step
+      timed n_study $PY -m suite fit --config sweeps/n_study.yaml $PAR ;;
+    report)  # every figure and table from the exported steps, learned and oracle quality
+      timed report $PY -m suite report --runs-dir $STEPS_DIR --out docs/repro \
         --lambda-front "LERP(0,15)"
-      timed report-oracle $PY -m suite report --experiment $EXP --out docs/repro/oracle \
-        --quality-metric eval/oracle_quality --lambda-front "LERP(0,15)" --no-log ;;
+      timed report-oracle $PY -m suite report --runs-dir $STEPS_DIR --out docs/repro/oracle \
+        --quality-metric eval/oracle_quality --lambda-front "LERP(0,15)" ;;
+    listen)  # docs/repro/listen.html: the clips live in THIS machine's MLflow store
+      tmp=$(mktemp -d)
+      timed listen $PY -m suite report --experiment $EXP --out "$tmp/r" --no-log --listen-audio mp3
+      rm -rf docs/repro/listen && mv "$tmp/r/listen.html" "$tmp/r/listen" docs/repro/ && rm -rf "$tmp" ;;
     *) echo "reproduce.sh: unknown step '$step'" >&2; exit 2 ;;
   esac
+  if [[ $step != report && $step != listen ]]; then  # the step finished: keep its runs where git can hold them
+    $PY -m suite.report_store --experiment $EXP --step $step --out $STEPS_DIR ${FILTER[$step]}
+  fi
 done
