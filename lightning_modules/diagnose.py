@@ -57,7 +57,10 @@ def diagnose(policy: dict, embedder: Any, prompts_file: str, negative_prompt: st
     e_path = _built("embedder", embedder, root_path)
     judges = None
     if scorer is not None and preference is not None:
-        judges = (_built("scorer", scorer, root_path), _built("preference", preference, root_path))
+        try:
+            judges = (_built("scorer", scorer, root_path), _built("preference", preference, root_path))
+        except FileNotFoundError as err:  # the shortcut checks need base_lm and E only
+            log.warning("diagnose: %s; the CFG sweep's judge checks are skipped", err)
     path = prompt_set(prompts_file, root) if prompts_file in PROMPT_SETS else Path(prompts_file)
     prompts = [r["prompt"] for r in load_prompt_records(path)]
     world = MusicPolicy.from_spec(str(lm_path), use_grammar_mask=policy.get("use_grammar_mask", True))

@@ -52,9 +52,11 @@ def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence]) -> N
 
 
 def export_runs(tracking_uri: str, experiment: str, step: str, out: str | os.PathLike,
-                sweep: str | None = None, tag: str | None = None) -> tuple[Path, Path]:  # fmt: skip
+                sweep: str | None = None, tag: str | None = None,
+                since_ms: int | None = None) -> tuple[Path, Path]:  # fmt: skip
     """Write `<out>/<step>.runs.csv` and `<step>.history.csv` for the experiment's finished
-    runs (of one `sweep` tag, and/or one `tag` "KEY=VALUE", when given); returns the paths."""
+    runs (of one `sweep` tag, and/or one `tag` "KEY=VALUE", and/or started at or after
+    `since_ms` (epoch ms: a rerun step keeps its new runs only), when given); returns the paths."""
     if not step or any(c in step for c in "/\\ "):
         raise ValueError(f"report_store: step must be a plain name (no '/', '\\', space), got {step!r}")
     client = mlflow_client(tracking_uri)
@@ -66,11 +68,15 @@ def export_runs(tracking_uri: str, experiment: str, step: str, out: str | os.Pat
         runs = [r for r in runs if r.tags.get(key) == value]
         if not runs:
             raise ValueError(f"report_store: no finished run of {experiment!r} is tagged {tag}")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     starts = {r.info.run_id: r.info.start_time or 0 for r in
               client.search_runs([client.get_experiment_by_name(experiment).experiment_id],
                                  max_results=50_000)}  # fmt: skip
+    if since_ms is not None:
+        runs = [r for r in runs if starts.get(r.run_id, 0) >= since_ms]
+        if not runs:
+            raise ValueError(f"report_store: no finished run of {experiment!r} started since {since_ms} ms")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     rows = [[r.run_id, r.name, starts.get(r.run_id, 0), json.dumps(r.params, sort_keys=True),
              json.dumps(r.metrics, sort_keys=True), json.dumps(r.tags, sort_keys=True)]
             for r in runs]  # fmt: skip
@@ -144,11 +150,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="docs/repro/steps")
     parser.add_argument("--sweep", default=None, help="only the runs tagged sweep=NAME")
     parser.add_argument("--tag", default=None, help="only the runs tagged KEY=VALUE")
+    parser.add_argument("--since-ms", type=int, default=None,
+                        help="only the runs started at or after this epoch time (ms)")  # fmt: skip
     parser.add_argument("--tracking-uri", default="sqlite:///mlflow.db")
     args = parser.parse_args(argv)
     try:
         paths = export_runs(args.tracking_uri, args.experiment, args.step, args.out, args.sweep,
-                            args.tag)  # fmt: skip
+                            args.tag, args.since_ms)  # fmt: skip
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -151,16 +151,31 @@ SEED_METRICS = ("eval/quality", "eval/diversity", "eval/oracle_quality", "eval/o
                 "eval/kl_teacher")  # fmt: skip
 
 
+def _student_key(run: RunPoint) -> tuple[float, int, str]:
+    """(beta, N, label): students group by beta AND generations per prompt (figure 10's N
+    study trains beta 15 at N = 2, 4, 8; those are not extra seeds of the beta sweep)."""
+    beta = run.params.get("beta", run.params.get("model.beta", "?"))
+    n = run.params.get("model.n_generations", "2")
+    try:
+        order = float(beta)
+    except ValueError:
+        order = math.inf
+    return order, int(n) if n.isdigit() else 0, beta if n in ("2", "") else f"{beta} (N={n})"
+
+
 def seeds_table(runs: Sequence[RunPoint]) -> Table:
-    """The students' final metrics per beta: seeds, then mean [low, high] per metric."""
-    groups: dict[str, list[RunPoint]] = {}
+    """The students' final metrics per (beta, N): seeds, then mean [low, high] per metric.
+
+    These are the students' own last evaluations, on the VALIDATION split (where their
+    checkpoints are chosen); the test split's numbers come from the evaluator runs."""
+    groups: dict[tuple[float, int, str], list[RunPoint]] = {}
     for r in runs:
         if r.target.endswith("DistillStudent"):
-            groups.setdefault(r.params.get("beta", r.params.get("model.beta", "?")), []).append(r)
+            groups.setdefault(_student_key(r), []).append(r)
     rows = []
-    for beta in sorted(groups, key=lambda b: float(b) if b.replace(".", "", 1).isdigit() else math.inf):
-        group = groups[beta]
-        row: list = [beta, len(group), " ".join(sorted(r.params.get("seed", "?") for r in group))]
+    for key in sorted(groups):
+        group = groups[key]
+        row: list = [key[2], len(group), " ".join(sorted(r.params.get("seed", "?") for r in group))]
         for key in SEED_METRICS:
             row += list(mean_interval([r.metrics.get(key) for r in group]))
         rows.append(row)
@@ -168,7 +183,8 @@ def seeds_table(runs: Sequence[RunPoint]) -> Table:
     for key in SEED_METRICS:
         name = key.split("/", 1)[1]
         header += [name, f"{name}_low", f"{name}_high"]
-    return Table("Students over training seeds: mean and 95 % t-interval", header, rows)
+    return Table("Students over training seeds (their last evaluation, validation split): "
+                 "mean and 95 % t-interval", header, rows)  # fmt: skip
 
 
 D2_AXES = (("eval/diversity", "E diversity"), ("eval/oracle_diversity", "oracle musical diversity"),

@@ -48,6 +48,7 @@ for step in $STEPS; do
     echo "== $step: done ($STEPS_DIR/$step.runs.csv exists; FORCE=1 reruns it)"
     continue
   fi
+  since_ms=$(($(date +%s) * 1000))  # the export keeps this step's runs, not an earlier try's
   case $step in
     students)  # figures 1-2: beta 0, 5, 10, 15 (two at a time; each evaluates at step 0 too)
       timed students $PY -m suite fit --config sweeps/beta.yaml $PAR ;;
@@ -85,11 +86,16 @@ for step in $STEPS; do
         --quality-metric eval/oracle_quality --lambda-front "LERP(0,15)" ;;
     listen)  # docs/repro/listen.html: the clips live in THIS machine's MLflow store
       tmp=$(mktemp -d)
-      timed listen $PY -m suite report --experiment $EXP --out "$tmp/r" --no-log --listen-audio mp3
-      rm -rf docs/repro/listen && mv "$tmp/r/listen.html" "$tmp/r/listen" docs/repro/ && rm -rf "$tmp" ;;
+      if timed listen $PY -m suite report --experiment $EXP --out "$tmp/r" --no-log --listen-audio mp3; then
+        rm -rf docs/repro/listen && mv "$tmp/r/listen.html" "$tmp/r/listen" docs/repro/
+      else
+        echo "== listen: skipped (no finished runs of $EXP in this machine's MLflow store)"
+      fi
+      rm -rf "$tmp" ;;
     *) echo "reproduce.sh: unknown step '$step'" >&2; exit 2 ;;
   esac
   if [[ $step != report && $step != listen ]]; then  # the step finished: keep its runs where git can hold them
-    $PY -m suite.report_store --experiment $EXP --step $step --out $STEPS_DIR ${FILTER[$step]}
+    $PY -m suite.report_store --experiment $EXP --step $step --out $STEPS_DIR ${FILTER[$step]} \
+      --since-ms $since_ms
   fi
 done

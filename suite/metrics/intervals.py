@@ -51,6 +51,9 @@ class PromptIntervals(Metric):
         self.confidence, self.num_resamples, self.seed = float(confidence), int(num_resamples), int(seed)
         for name in self.names:
             self.add_state(f"values_{name}", [], dist_reduce_fx="cat")
+        # a rank that saw no value of a quantity syncs an empty tensor of this dtype: the
+        # same as the others' values, so the gather never mixes dtypes
+        self.set_dtype(torch.float64)
 
     def update(self, name: str, values: torch.Tensor) -> None:
         """Add per-prompt values `[P]` of quantity `name`."""

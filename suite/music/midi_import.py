@@ -256,4 +256,6 @@ def from_midi(
             header[name] = A.ATTRIBUTES[name][0]
             report.guessed[name] += 1
     piece.attrs = header
+    # the recording is carried per step: a recording given by name covers the whole piece
+    piece.rec = [A.RECORDINGS.index(header["recording"])] * T.N_STEPS
     return T.encode(piece), report

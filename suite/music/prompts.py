@@ -152,7 +152,10 @@ def eval_prompts(
 
 def validation_prompts(seed: int = 0, exclude: set[str] | None = None) -> list[dict]:
     """The validation split: built like the test split from another random stream, with
-    its own free-form prompts, and none of `exclude` (the train and test prompts)."""
+    its own free-form prompts, and none of `exclude` (the train and test prompts). Its
+    unseen combinations are the same held-out genre x mood pairs as the test split's (in
+    other words): validation measures generalisation to those pairs as the test does, so a
+    choice made on it is not blind to which pairs are held out, only to the test prompts."""
     return eval_prompts(seed, exclude=exclude, freeform=VALIDATION_FREEFORM, stream=3)
 
 

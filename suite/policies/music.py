@@ -1,7 +1,7 @@
 """The embedded music world's generator behind the policy interface (DESIGN.md section 5).
 
 `MusicPolicy` wraps the world's `TokenLM` (a decoder-only LM with a text prefix) as the
-smallest instance of `suite.policies.Policy`: K = 1 codebook of L = 170 grammar tokens,
+smallest instance of `suite.policies.Policy`: K = 1 codebook of L = 169 grammar tokens,
 text conditioning as the frozen MiniLM sentence vector (T = 1 state of D = 384; the empty
 prompt is the all-zero null row that TokenLM replaces by its learned null prefix), the
 grammar mask as the validity mask, the batched synthesiser as `to_audio`, the rule-based
