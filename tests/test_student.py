@@ -264,8 +264,8 @@ def test_cfg_generation_matches_plain_at_gamma_one(ckpts):
     assert emb.shape == (2, 2, 8)
     metrics = EvalMetrics()
     metrics.update(PROMPTS[:2], embeddings=emb, oracle=teacher.oracle.scores(plain, PROMPTS[:2]))
-    assert set(metrics.compute()) == {"eval/diversity", "eval/vendi", "eval/oracle_quality",
-                                      "eval/oracle_adherence"}  # fmt: skip
+    means = {"eval/diversity", "eval/vendi", "eval/oracle_quality", "eval/oracle_adherence"}
+    assert set(metrics.compute()) == means | {f"{m}_ci_{e}" for m in means for e in ("low", "high")}
 
 
 def test_module_moves_carry_the_frozen_models(ckpts):
