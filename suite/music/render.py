@@ -129,8 +129,9 @@ def render(tokens: torch.Tensor) -> torch.Tensor:
     tabs = synth_tables(str(device))
     local, _ = T.local_indices(tokens)  # [B, L]
     out = torch.empty(tokens.shape[0], AUDIO_SAMPLES, device=device)
-    rec = torch.empty(tokens.shape[0], AUDIO_SAMPLES, device=device, dtype=torch.uint8)
     rec_steps = T.step_flaws(tokens)[1].to(torch.uint8)  # [B, S]
+    bad = rec_steps.any(1)  # [B]: only these rows need a per-sample recording map
+    rec = torch.zeros(tokens.shape[0], AUDIO_SAMPLES, device=device, dtype=torch.uint8) if bool(bad.any()) else None
     tempo = local[:, A.HEADER_NAMES.index("tempo")]
     for bucket, bpm in enumerate(A.TEMPO_BPM):
         rows = torch.nonzero(tempo == bucket).flatten()
@@ -139,8 +140,10 @@ def render(tokens: torch.Tensor) -> torch.Tensor:
             period = _render_period(local[rows], _Group(spb, device, tabs))  # [Bg, S * spb]
             reps = -(-AUDIO_SAMPLES // period.shape[1])
             out[rows] = period.repeat(1, reps)[:, :AUDIO_SAMPLES]  # the piece loops
-            per_sample = rec_steps[rows].repeat_interleave(spb, dim=1)  # [Bg, S * spb]
-            rec[rows] = per_sample.repeat(1, reps)[:, :AUDIO_SAMPLES]
+            rows = rows[bad[rows]]
+            if rows.numel():
+                per_sample = rec_steps[rows].repeat_interleave(spb, dim=1)  # [Bf, S * spb]
+                rec[rows] = per_sample.repeat(1, reps)[:, :AUDIO_SAMPLES]
     return _record(out, rec, tabs["noise"], tokens)
 
 
@@ -227,7 +230,8 @@ def _record(
 ) -> torch.Tensor:
     """Peak-normalise, apply the recording-quality effect, keep the result in [-1, 1].
 
-    mix: [B, T]; recording: [B, T] per sample an index into `attributes.RECORDINGS`;
+    mix: [B, T]; recording: [B, T] per sample an index into `attributes.RECORDINGS` (None:
+    every sample clean);
     noise: [T] the noise bed; tokens: [B, L] (a per-piece offset into the noise bed, so
     noisy pieces do not all share one noise waveform). Clean samples keep the peak-0.8 mix;
     each effect runs on the rows that use it, from the clean mix, and replaces only the
@@ -249,7 +253,9 @@ def _record(
         held = y.reshape(y.shape[0], -1, 4)[:, :, :1].expand(-1, -1, 4).reshape_as(y)
         return torch.round(held * 6.0) / 6.0 + 0.1 * n
 
-    clean = x.clone() if bool((recording > 0).any()) else x
+    if recording is None:
+        return x
+    clean = x.clone()
     for code, effect in ((1, noisy), (2, distorted), (3, lofi)):
         where = recording == code  # [B, T]
         rows = torch.nonzero(where.any(1)).flatten()
