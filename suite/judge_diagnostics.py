@@ -31,8 +31,9 @@ from scipy.stats import spearmanr
 from torch import nn
 from tqdm.auto import tqdm
 
+from suite.metrics.functional import pairwise_diversity_per_group
 from suite.policies.music import MusicPolicy
-from suite.rollout import embed_audio, one_minus_mean, policy_audio
+from suite.rollout import embed_audio, policy_audio
 
 # (name, negative prompt? (else the null prompt ""), gamma); gamma 1 is plain conditional.
 SWEEP: tuple[tuple[str, bool, float], ...] = (
@@ -46,14 +47,6 @@ SWEEP: tuple[tuple[str, bool, float], ...] = (
 
 
 @torch.no_grad()
-def _chunked(model: nn.Module, audio: torch.Tensor, *extra, batch: int = 64) -> torch.Tensor:
-    outs = []
-    for i in range(0, audio.shape[0], batch):
-        args = [e[i : i + batch] for e in extra]
-        outs.append(model(audio[i : i + batch], *args).float().reshape(-1))
-    return torch.cat(outs)
-
-
 def sweep_measurements(policy: MusicPolicy, embedder: nn.Module, scorer, preference: nn.Module,
                        prompts: Sequence[str], negative: str, *, n: int = 4,
                        temperature: float = 0.99, seed: int = 0) -> dict[str, dict]:  # fmt: skip
@@ -73,19 +66,17 @@ def sweep_measurements(policy: MusicPolicy, embedder: nn.Module, scorer, prefere
         judged = policy.oracle.scores(grouped, prompts)
         audio = policy_audio(policy, tokens)  # [P*n, S]
         emb = embed_audio(embedder, audio).view(len(prompts), n, -1)  # [P, n, D]
-        with torch.no_grad():
-            mulan = torch.cat([scorer.score(audio[i : i + 64], rows[i : i + 64])
-                               for i in range(0, len(rows), 64)]).float()  # fmt: skip
-            pref = _chunked(preference.eval(), audio)
+        chunks = range(0, len(rows), 64)  # the scorers see 64 clips at a time
+        mulan = torch.cat([scorer.score(audio[i : i + 64], rows[i : i + 64]) for i in chunks])
+        pref = torch.cat([preference.eval().score(audio[i : i + 64]) for i in chunks])
         out[name] = {
             "oracle_quality": float(judged["quality"].mean()),
             "oracle_diversity": float(policy.oracle.pair_distances(grouped).mean()),
-            # pairwise (off-diagonal) diversity: "1 - mean" over the whole matrix x n/(n-1)
-            "E_diversity": float(one_minus_mean(emb).mean()) * n / (n - 1),
+            "E_diversity": float(pairwise_diversity_per_group(emb).mean()),  # eval/diversity's
             "gen_oracle_quality": judged["quality"].reshape(-1).numpy(),
             "gen_oracle_adherence": judged["adherence"].reshape(-1).numpy(),
-            "gen_mulan": mulan.numpy(),
-            "gen_preference": pref.numpy(),
+            "gen_mulan": mulan.float().numpy(),
+            "gen_preference": pref.float().numpy(),
         }
     return out
 
@@ -95,11 +86,9 @@ def judge_rows(sweep: dict[str, dict]) -> list[dict]:
     from suite.world_diagnostics import _verdict
 
     q = {k: v["oracle_quality"] for k, v in sweep.items()}
-    rows = [{"name": f"oracle_quality_{k}", "value": q[k], "limit": "", "verdict": "info"} for k in q]
-    rows += [{"name": f"E_diversity_{k}", "value": v["E_diversity"], "limit": "", "verdict": "info"}
-             for k, v in sweep.items()]  # fmt: skip
-    rows += [{"name": f"oracle_diversity_{k}", "value": v["oracle_diversity"], "limit": "",
-              "verdict": "info"} for k, v in sweep.items()]  # fmt: skip
+    rows = [{"name": f"{what}_{k}", "value": v[what], "limit": "", "verdict": "info"}
+            for what in ("oracle_quality", "E_diversity", "oracle_diversity")
+            for k, v in sweep.items()]  # fmt: skip
     neg_gain = q["negative_g3"] - q["no_cfg"]
     rows.append(_verdict({"name": "appendixB_negative_g3_quality_gain", "value": neg_gain,
                           "limit": "> 0.02"}))  # fmt: skip

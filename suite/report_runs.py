@@ -35,6 +35,7 @@ class RunPoint:
     params: dict[str, str]
     metrics: dict[str, float]
     tags: dict[str, str]
+    start_time: int = 0  # epoch ms (runs are listed in start order)
 
     @property
     def target(self) -> str:
@@ -124,6 +125,7 @@ def load_runs(client, experiment: str, sweep: str | None = None) -> list[RunPoin
             dict(r.data.params),
             dict(r.data.metrics),
             dict(r.data.tags),
+            r.info.start_time or 0,
         )  # fmt: skip
         for r in sorted(finished, key=lambda r: (r.info.start_time or 0, r.info.run_id))
     ]

@@ -68,16 +68,13 @@ def export_runs(tracking_uri: str, experiment: str, step: str, out: str | os.Pat
         runs = [r for r in runs if r.tags.get(key) == value]
         if not runs:
             raise ValueError(f"report_store: no finished run of {experiment!r} is tagged {tag}")
-    starts = {r.info.run_id: r.info.start_time or 0 for r in
-              client.search_runs([client.get_experiment_by_name(experiment).experiment_id],
-                                 max_results=50_000)}  # fmt: skip
     if since_ms is not None:
-        runs = [r for r in runs if starts.get(r.run_id, 0) >= since_ms]
+        runs = [r for r in runs if r.start_time >= since_ms]
         if not runs:
             raise ValueError(f"report_store: no finished run of {experiment!r} started since {since_ms} ms")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    rows = [[r.run_id, r.name, starts.get(r.run_id, 0), json.dumps(r.params, sort_keys=True),
+    rows = [[r.run_id, r.name, r.start_time, json.dumps(r.params, sort_keys=True),
              json.dumps(r.metrics, sort_keys=True), json.dumps(r.tags, sort_keys=True)]
             for r in runs]  # fmt: skip
     history = []
@@ -111,8 +108,9 @@ def load_runs_dir(folder: str | os.PathLike, sweep: str | None = None) -> list[R
                     params, metrics, tags = (json.loads(row[k]) for k in ("params", "metrics", "tags"))
                 except json.JSONDecodeError as err:
                     raise ValueError(f"report: {file}, line {line}: bad JSON: {err}") from err
-                rows.append((float(row["start_time"] or 0), row["run_id"],
-                             RunPoint(row["run_id"], row["name"], params, metrics, tags)))  # fmt: skip
+                start = int(float(row["start_time"] or 0))
+                rows.append((start, row["run_id"],
+                             RunPoint(row["run_id"], row["name"], params, metrics, tags, start)))  # fmt: skip
     unique = {run_id: (start, run_id, point) for start, run_id, point in rows}  # a run in two
     runs = [p for _, _, p in sorted(unique.values(), key=lambda t: (t[0], t[1]))]  # steps: once
     if sweep is not None:

@@ -35,6 +35,9 @@ class MeanOfValues(Metric):
         values = values.detach().to(device=self.total.device, dtype=torch.float64).reshape(-1)
         self.total += values.sum()
         self.count += values.numel()
+        # The last update's items (not a state): per-prompt intervals read them instead of
+        # computing them again (suite.metrics.eval_set).
+        self.last_values = values
 
     def compute(self) -> torch.Tensor:
         """Mean over every item seen (by every process), a 0-dim float64 tensor."""

@@ -18,7 +18,6 @@ from torch import nn
 from suite.metrics._base import MeanOfValues
 from suite.metrics.diversity import PairwiseDiversity
 from suite.metrics.entropy import TokenEntropy
-from suite.metrics.functional import pairwise_diversity_per_group, vendi_score_per_group
 from suite.metrics.intervals import PromptIntervals
 from suite.metrics.scores import MuLanScore, QualityScore
 from suite.metrics.vendi import VendiScore
@@ -136,8 +135,8 @@ class EvalMetrics(nn.Module):
         if embeddings is not None:
             self.diversity.update(embeddings)
             self.vendi.update(embeddings)
-            per_prompt("diversity", pairwise_diversity_per_group(embeddings))
-            per_prompt("vendi", vendi_score_per_group(embeddings, self.vendi.q))
+            per_prompt("diversity", self.diversity.last_values)  # [P], as the metrics computed
+            per_prompt("vendi", self.vendi.last_values)
         if logits is not None:
             self.entropy.update((logits / temperature).reshape(-1, *logits.shape[-2:]))
         if kl is not None:
@@ -150,10 +149,10 @@ class EvalMetrics(nn.Module):
             clips: dict[str, torch.Tensor] = {}  # name -> per-clip scores [P*N]
             if self.quality is not None:
                 self.quality.update(flat_audio, row_prompts)
-                clips = self.quality.last_clips
+                clips = {"quality": self.quality.last_values, **self.quality.last_parts}
             if self.mulan is not None:
                 self.mulan.update(flat_audio, row_prompts)
-                clips = self.mulan.last_clips
+                clips = {"mulan": self.mulan.last_values}
             if self.preference is not None:
                 model = self._preference_model
                 with frozen(model if isinstance(model, nn.Module) else None):

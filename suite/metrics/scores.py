@@ -91,9 +91,7 @@ class MuLanScore(MeanOfValues):
         """Score B (clip, prompt) pairs and add them."""
         name = "MuLanScore.update"
         x = _check_audio_prompts(name, audio, prompts).to(self.device)  # [B, S]
-        scores = _run_scorer(name, self.scorer, self.device, x, list(prompts))
-        self._accumulate(scores)
-        self.last_clips = {"mulan": scores.double()}  # not a state: see QualityScore
+        self._accumulate(_run_scorer(name, self.scorer, self.device, x, list(prompts)))
 
 
 class QualityScore(MeanOfValues):
@@ -135,8 +133,7 @@ class QualityScore(MeanOfValues):
         self.mulan_total += mulan.sum().to(self.mulan_total.device)
         self.preference_total += pref.sum().to(self.preference_total.device)
         self._accumulate(self.omega * mulan + pref)
-        # The last batch's per-clip scores (not a state): per-prompt intervals read them.
-        self.last_clips = {"mulan": mulan, "preference": pref, "quality": self.omega * mulan + pref}
+        self.last_parts = {"mulan": mulan, "preference": pref}  # beside last_values (not states)
 
     def compute_components(self) -> dict[str, torch.Tensor]:
         """Synchronised means `{"mulan": ..., "preference": ..., "quality": ...}`."""

@@ -239,6 +239,8 @@ def _record(
     """
     lo, hi = torch.aminmax(mix, dim=1, keepdim=True)
     x = mix.mul_(0.8 / torch.maximum(hi, -lo).clamp(min=1e-6))  # [B, T], peak 0.8
+    if recording is None:
+        return x
     t = torch.arange(AUDIO_SAMPLES, device=x.device, dtype=torch.float32) / SAMPLE_RATE
     pos = torch.arange(1, tokens.shape[1] + 1, device=tokens.device)
 
@@ -253,8 +255,6 @@ def _record(
         held = y.reshape(y.shape[0], -1, 4)[:, :, :1].expand(-1, -1, 4).reshape_as(y)
         return torch.round(held * 6.0) / 6.0 + 0.1 * n
 
-    if recording is None:
-        return x
     clean = x.clone()
     for code, effect in ((1, noisy), (2, distorted), (3, lofi)):
         where = recording == code  # [B, T]
