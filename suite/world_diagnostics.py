@@ -32,7 +32,7 @@ from suite.objectives import cfg_logits
 from suite.policies.base import TextCond, eval_mode
 from suite.policies.music import MusicPolicy
 from suite.rollout import embed_audio, generate, policy_audio
-from suite.sampling import MASK_VALUE
+from suite.sampling import MASK_VALUE, draw
 
 
 @torch.no_grad()
@@ -51,7 +51,7 @@ def sample_cfg_at(policy: MusicPolicy, cond: TextCond, neg: TextCond, gamma: flo
                 logits = policy.step(torch.cat([prev, prev]), state)
             z = cfg_logits(logits[:B, 0], logits[B:, 0], gamma) if where[n] else logits[:B, 0]
             z = z.masked_fill(blocked[n], MASK_VALUE) / temperature  # [B, V]
-            tokens[:, 0, n] = torch.multinomial(torch.softmax(z, -1), 1, generator=gen)[:, 0]
+            tokens[:, 0, n] = draw(z, gen)[:, 0]
     return tokens
 
 

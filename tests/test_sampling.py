@@ -117,9 +117,30 @@ def reference_sample(lm, cond, neg, gamma, temperature, allowed, generator):
                 z = z.masked_fill(~allowed[n], MASK_VALUE)
             if temperature != 1.0:
                 z = z / temperature
-            probs = torch.softmax(z, dim=-1)
-            tokens[:, n] = torch.multinomial(probs, 1, generator=generator)[:, 0]
+            # inverse CDF with one float64 uniform per row, written out in numpy
+            probs = torch.softmax(z.double(), dim=-1).numpy()
+            u = torch.rand(B, 1, generator=generator, dtype=torch.float64).numpy()[:, 0]
+            for b in range(B):
+                cdf = np.cumsum(probs[b])
+                tokens[b, n] = int(np.searchsorted(cdf / cdf[-1], u[b], side="right"))
     return tokens
+
+
+def test_draw_follows_the_categorical_and_never_draws_a_zero():
+    from scipy.stats import chisquare
+
+    from suite.sampling import draw
+
+    p = torch.tensor([0.0, 0.1, 0.0, 0.25, 0.05, 0.6, 0.0], dtype=torch.float64)  # zeros at both ends and inside
+    z = torch.log(p).float().expand(20000, -1)  # -inf where p = 0, as masking / truncation give
+    got = draw(z, torch.Generator().manual_seed(3))[:, 0]
+    counts = torch.bincount(got, minlength=len(p)).double()
+    assert counts[p == 0].sum() == 0
+    nz = p > 0
+    assert chisquare(counts[nz].numpy(), 20000 * p[nz].numpy()).pvalue > 1e-3
+    masked = torch.full((500, 5), MASK_VALUE)  # the sampler's finite mask: one allowed token
+    masked[:, 4] = 0.0
+    assert (draw(masked, torch.Generator().manual_seed(0)) == 4).all()
 
 
 @pytest.mark.parametrize("gamma", [1.0, 3.0])

@@ -394,6 +394,7 @@ class TokenLM(nn.Module):
             )
         B, H, D = cache.batch_size, self.n_heads, self.d_model
         Dh = D // H
+        scale = Dh**-0.5
         kv = cache.kv
         x = F.embedding(token, self.tok_emb.weight) + self.pos_emb[pos]  # [B, D]
         for layer, blk in enumerate(self.blocks):
@@ -402,8 +403,11 @@ class TokenLM(nn.Module):
             kv[layer, :, :, :, pos].copy_(qkv[:, 1:].transpose(0, 1))  # [2, B, H, Dh]
             keys = kv[layer, 0, :, :, : pos + 1]  # [B, H, pos+1, Dh]
             values = kv[layer, 1, :, :, : pos + 1]
-            att = F.scaled_dot_product_attention(qkv[:, 0].unsqueeze(2), keys, values)  # [B,H,1,Dh]
-            x = x + F.linear(att.reshape(B, D), blk.proj.weight, blk.proj.bias)
+            # One query per row: two batched matmuls beat SDPA's CPU kernel, which is tuned for
+            # long queries (2-3x faster here at batch 64; benchmarks/bench_sampling.py).
+            q = qkv[:, 0].unsqueeze(2).mul(scale)  # [B, H, 1, Dh]
+            att = torch.matmul(torch.softmax(torch.matmul(q, keys.transpose(2, 3)), dim=-1), values)
+            x = x + F.linear(att.reshape(B, D), blk.proj.weight, blk.proj.bias)  # att [B,H,1,Dh]
             h = F.layer_norm(x, (D,), blk.ln2.weight, blk.ln2.bias, blk.ln2.eps)
             h = F.gelu(F.linear(h, blk.fc1.weight, blk.fc1.bias))
             x = x + F.linear(h, blk.fc2.weight, blk.fc2.bias)

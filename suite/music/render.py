@@ -130,7 +130,7 @@ def render(tokens: torch.Tensor) -> torch.Tensor:
     local, _ = T.local_indices(tokens)  # [B, L]
     out = torch.empty(tokens.shape[0], AUDIO_SAMPLES, device=device)
     rec_steps = T.step_flaws(tokens)[1].to(torch.uint8)  # [B, S]
-    bad = rec_steps.any(1)  # [B]: only these rows need a per-sample recording map
+    bad = (rec_steps != 0).any(1)  # [B]: only these rows need a per-sample recording map
     rec = torch.zeros(tokens.shape[0], AUDIO_SAMPLES, device=device, dtype=torch.uint8) if bool(bad.any()) else None
     tempo = local[:, A.HEADER_NAMES.index("tempo")]
     for bucket, bpm in enumerate(A.TEMPO_BPM):
