@@ -63,6 +63,7 @@ def test_asking_for_a_recording_by_name_records_bursts_of_it():
     rec = np.array(comp.piece.rec)
     assert comp.piece.attrs["recording"] == "lo-fi" and (rec != 0).any()
     assert set(rec[rec != 0].tolist()) == {A.RECORDINGS.index("lo-fi")}
+    assert not any(comp.piece.perf) and "segments" not in comp.flaws  # flawed=False: no local flaws
 
 
 def test_with_recording_changes_only_the_recording_part():

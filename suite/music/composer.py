@@ -357,7 +357,7 @@ def compose(
     attrs["recording"] = "clean"
     piece = compose_clean(rng, attrs)
     segments = [] if flawed is False else list(np.flatnonzero(rng.random(N_SEGMENTS) < SEGMENT_FLAW_P))
-    if not segments and (flawed or asked != "clean"):
+    if not segments and (flawed or (flawed is None and asked != "clean")):
         segments = [int(rng.integers(N_SEGMENTS))]
     flaws = add_flaws(rng, piece, [int(k) for k in segments]) if segments else {}
     if asked != "clean":  # a recording asked for by name: its bursts replace any drawn ones
