@@ -12,15 +12,23 @@ suite's `TokenLM` (suite/models/lm.py) behind the policy interface (`TokenLMPoli
    same batch and generation length, and the ratio ours / transformers.
 
 Every row is the best of `--repeats` runs, interleaved so that load on a shared machine
-hits all contenders alike; compare ratios within one run, not across runs.
+hits all contenders alike; compare ratios within one run, not across runs. `--runs R`
+repeats the whole measurement R times and prints each run's ratios and their median (the
+figure to quote on a noisy machine).
 
-    python benchmarks/bench_sampling.py [--size tiny] [--threads 1] [--repeats 3]
+4. The roofline: the fp32 matmul peak of this machine at the same thread count, measured in
+   the same run (best of a few square matmuls), and the fraction of it our plain sampler
+   reaches, counting the decode FLOPs per token (`decode_flops`: the layers' matmuls at the
+   mean cache length, attention scores and mixing, and the output head).
+
+    python benchmarks/bench_sampling.py [--size tiny] [--threads 1] [--repeats 3] [--runs 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import time
 import warnings
 
@@ -84,6 +92,24 @@ def gpt2_generate(gpt2, batch: int, length: int) -> torch.Tensor:
     )
 
 
+def matmul_peak(size: int = 512, reps: int = 5) -> float:
+    """fp32 matmul FLOP/s of this machine at the current thread count (best of reps)."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b  # warm-up
+    best = min(timed(torch.matmul, a, b) for _ in range(reps))
+    return 2 * size**3 / best
+
+
+def decode_flops(model: TokenLM) -> float:
+    """FLOPs per generated token of one decoding step, averaged over the sequence: per layer
+    the qkv, output, and MLP matmuls plus attention over the mean cache length, then the
+    head. Multiply-adds count 2; layer norms, GELU and softmax are not counted."""
+    D, F, V = model.d_model, model.d_ff, model.vocab_size
+    mean_cache = model.n_prefix + (model.seq_len - 1) / 2
+    per_layer = 2 * D * 3 * D + 2 * D * D + 2 * 2 * D * F + 2 * 2 * mean_cache * D
+    return model.n_layers * per_layer + 2 * D * V
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="tiny", choices=sorted(SIZES))
@@ -91,6 +117,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-recompute", action="store_true", help="skip the no-cache baseline")
+    parser.add_argument("--runs", type=int, default=1, help="whole measurements; prints medians")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
@@ -115,17 +142,51 @@ def main() -> None:
         warnings.simplefilter("ignore")
         gpt2_generate(gpt2, 2, 4)
 
+    peak = matmul_peak()
+    flops = decode_flops(model)
+    print(f"# fp32 matmul peak (512^3, {args.threads} thread(s)): {peak / 1e9:.1f} GFLOP/s; "
+          f"decode {flops / 1e6:.2f} MFLOP per token")  # fmt: skip
+    ratios: dict[int, dict[str, list[float]]] = {B: {"cfg": [], "hf": [], "roof": []} for B in batches}
+    for run in range(args.runs):
+        rows = measure(args, policy, model, gpt2, batches, gen)
+        tps = lambda t, B: B * L / t  # noqa: E731
+        print()
+        print(f"run {run + 1} of {args.runs}")
+        print("| batch | plain tok/s | CFG tok/s | CFG/plain time | no-cache tok/s | cache speed-up "
+              "| transformers tok/s | transformers time / ours | plain, share of matmul peak |")  # fmt: skip
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for B, t in rows:
+            recompute = "n/a" if args.no_recompute else f"{tps(t['recompute'], B):,.0f}"
+            speedup = "n/a" if args.no_recompute else f"{t['recompute'] / t['plain']:.1f}x"
+            roof = tps(t["plain"], B) * flops / peak
+            ratios[B]["cfg"].append(t["cfg"] / t["plain"])
+            ratios[B]["hf"].append(t["hf"] / t["plain"])
+            ratios[B]["roof"].append(roof)
+            print(
+                f"| {B} | {tps(t['plain'], B):,.0f} | {tps(t['cfg'], B):,.0f} | "
+                f"{t['cfg'] / t['plain']:.2f} | {recompute} | {speedup} | "
+                f"{tps(t['hf'], B):,.0f} | {t['hf'] / t['plain']:.2f}x | {roof:.1%} |"
+            )
+    if args.runs > 1:
+        print()
+        print(f"median of {args.runs} runs")
+        print("| batch | CFG/plain time | transformers time / ours | plain, share of matmul peak |")
+        print("|---:|---:|---:|---:|")
+        for B in batches:
+            r = ratios[B]
+            print(f"| {B} | {statistics.median(r['cfg']):.2f} | {statistics.median(r['hf']):.2f}x | "
+                  f"{statistics.median(r['roof']):.1%} |")  # fmt: skip
+
+
+def measure(args, policy, model, gpt2, batches, gen) -> list[tuple[int, dict[str, float]]]:
+    """One measurement: per batch, the best of `args.repeats` interleaved runs per contender."""
+    L = model.seq_len
     rows = []
     for B in batches:
         vectors = torch.randn(B, model.cond_dim)
         cond = policy.cond_from_vectors(vectors)
         neg = policy.cond_from_vectors(torch.zeros(1, model.cond_dim))
-        best = {
-            "plain": float("inf"),
-            "cfg": float("inf"),
-            "recompute": float("inf"),
-            "hf": float("inf"),
-        }
+        best = {"plain": float("inf"), "cfg": float("inf"), "recompute": float("inf"), "hf": float("inf")}
         contenders = {
             "plain": (sample, (policy, cond), {"generator": gen}),
             "cfg": (sample, (policy, cond), {"neg_cond": neg, "gamma": 3.0, "generator": gen}),
@@ -137,20 +198,7 @@ def main() -> None:
             for name, (fn, fn_args, fn_kwargs) in contenders.items():
                 best[name] = min(best[name], timed(fn, *fn_args, **fn_kwargs))
         rows.append((B, best))
-
-    tps = lambda t, B: B * L / t  # noqa: E731
-    print()
-    print("| batch | plain tok/s | CFG tok/s | CFG/plain time | no-cache tok/s | cache speed-up "
-          "| transformers tok/s | transformers time / ours |")  # fmt: skip
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for B, t in rows:
-        recompute = "n/a" if args.no_recompute else f"{tps(t['recompute'], B):,.0f}"
-        speedup = "n/a" if args.no_recompute else f"{t['recompute'] / t['plain']:.1f}x"
-        print(
-            f"| {B} | {tps(t['plain'], B):,.0f} | {tps(t['cfg'], B):,.0f} | "
-            f"{t['cfg'] / t['plain']:.2f} | {recompute} | {speedup} | "
-            f"{tps(t['hf'], B):,.0f} | {t['hf'] / t['plain']:.2f}x |"
-        )
+    return rows
 
 
 if __name__ == "__main__":

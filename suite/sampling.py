@@ -167,7 +167,7 @@ def draw(z: torch.Tensor, generator: torch.Generator | None = None) -> torch.Ten
     probability 0 (masked, truncated) is never drawn.
     """
     cdf = torch.softmax(z, dim=-1, dtype=torch.float64).cumsum_(dim=-1)  # [R, V]
-    cdf.div_(cdf[:, -1:])
+    cdf = cdf / cdf[:, -1:]  # not in place: the divisor is a view of cdf
     u = torch.rand(z.shape[0], 1, generator=generator, device=z.device, dtype=torch.float64)
     return torch.searchsorted(cdf, u, right=True)  # [R, 1] in [0, V)
 

@@ -138,6 +138,8 @@ def test_draw_follows_the_categorical_and_never_draws_a_zero():
     assert counts[p == 0].sum() == 0
     nz = p > 0
     assert chisquare(counts[nz].numpy(), 20000 * p[nz].numpy()).pvalue > 1e-3
+    one = draw(torch.zeros(1, 3), torch.Generator().manual_seed(0))  # a single row
+    assert one.shape == (1, 1) and 0 <= int(one) < 3
     masked = torch.full((500, 5), MASK_VALUE)  # the sampler's finite mask: one allowed token
     masked[:, 4] = 0.0
     assert (draw(masked, torch.Generator().manual_seed(0)) == 4).all()
