@@ -55,6 +55,7 @@ import numpy as np
 from suite.report_figures import plot_lambda, plot_quality_diversity
 from suite.report_listen import write_listen_page
 from suite.report_runs import (  # noqa: F401 (re-exported: suite.report.RunPoint, ...)
+    one_world,
     DIVERSITY,
     FINISHED,
     FRONT_PARAMS,
@@ -104,6 +105,13 @@ def pick_lambda_front(fronts_: Sequence[Front], wanted: str | None) -> Front | N
     return (preferred or sorted(lam, key=lambda f: -len(f.runs)) or [None])[0]
 
 
+def _one_world(runs: list[RunPoint]) -> list[RunPoint]:
+    runs, note = one_world(runs)
+    if note:
+        print(note, file=sys.stderr)
+    return runs
+
+
 def build_report(
     tracking_uri: str,
     experiment: str,
@@ -135,11 +143,11 @@ def build_report(
         from suite.report_store import load_runs_dir, trajectories_dir
 
         client, listen_prompts, log_to_mlflow = None, 0, False
-        runs = load_runs_dir(runs_dir, sweep)
+        runs = _one_world(load_runs_dir(runs_dir, sweep))
         trajs = trajectories_dir(runs_dir, runs, quality, diversity)
     else:
         client = mlflow_client(tracking_uri)
-        runs = load_runs(client, experiment, sweep)
+        runs = _one_world(load_runs(client, experiment, sweep))
         trajs = trajectories(client, runs, quality, diversity)
     fronts_ = fronts(runs)
     curves = [f for f in fronts_ if len(f.xy(quality, diversity))]

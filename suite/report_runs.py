@@ -89,6 +89,28 @@ def mlflow_client(tracking_uri: str):
     return mlflow.MlflowClient(tracking_uri=tracking_uri)
 
 
+WORLD_TAG = "music_world_version"
+
+
+def one_world(runs: list[RunPoint]) -> tuple[list[RunPoint], str]:
+    """The runs of the newest music world among `runs`, and a line saying what was left out.
+
+    A music-world run carries its world version as a tag (`suite.run.run_tags`); a rebuilt
+    world changes every number, so a report never mixes worlds. Runs of other policies carry
+    no tag and are kept when no run has one; once some do, untagged runs (made before the
+    tag existed, world <= 2) are left out with the older worlds'."""
+    versions = {r.tags.get(WORLD_TAG) for r in runs}
+    tagged = sorted((v for v in versions if v is not None), key=lambda v: (len(v), v))
+    if not tagged:
+        return runs, ""
+    newest = tagged[-1]
+    kept = [r for r in runs if r.tags.get(WORLD_TAG) == newest]
+    left = len(runs) - len(kept)
+    note = (f"report: {left} run(s) of older music worlds (or untagged) left out; "
+            f"reporting music world version {newest}") if left else ""  # fmt: skip
+    return kept, note
+
+
 def load_runs(client, experiment: str, sweep: str | None = None) -> list[RunPoint]:
     """The finished runs of `experiment` (optionally of one sweep), report runs excluded."""
     exp = client.get_experiment_by_name(experiment)

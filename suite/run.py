@@ -93,6 +93,11 @@ def run_tags(cfg: DictConfig) -> dict[str, str]:
     tags = {str(k): str(v) for k, v in (cfg.get("tags") or {}).items()}
     tags["stage"] = str(cfg.stage)
     tags["experiment_config"] = str(cfg.name)
+    if OmegaConf.select(cfg, "artifacts.corpus") is not None:  # the music world's artifacts
+        from suite.music.corpus import WORLD_VERSION
+
+        # numbers from different worlds must not meet in one report (suite.report_runs.one_world)
+        tags["music_world_version"] = WORLD_VERSION
     if HydraConfig.initialized():
         hydra_cfg = HydraConfig.get()
         tags["config_name"] = str(hydra_cfg.job.config_name)

@@ -363,3 +363,31 @@ def test_report_store_refuses_bad_folders_and_files(tmp_path):
         load_runs_dir(tmp_path)
     assert main(["--runs-dir", str(tmp_path / "none"), "--out", str(tmp_path / "o")]) == 2
     assert not (tmp_path / "o").exists()
+
+
+def test_a_report_never_mixes_music_worlds():
+    from suite.report_runs import WORLD_TAG, RunPoint, one_world
+
+    def run(name, version):
+        tags = {} if version is None else {WORLD_TAG: version}
+        return RunPoint(run_id=name, name=name, params={}, metrics={}, tags=tags)
+
+    mixed = [run("old", None), run("w2", "2"), run("w3a", "3"), run("w3b", "3"), run("w10", "10")]
+    kept, note = one_world(mixed)
+    assert [r.name for r in kept] == ["w10"] and "4 run(s)" in note and "version 10" in note
+    kept, note = one_world(mixed[:4])
+    assert [r.name for r in kept] == ["w3a", "w3b"] and "2 run(s)" in note
+    untagged = [run("a", None), run("b", None)]  # e.g. MusicGen runs: all kept, no note
+    assert one_world(untagged) == (untagged, "")
+
+
+def test_music_world_runs_are_tagged_with_the_world_version():
+    from omegaconf import OmegaConf
+
+    from suite.music.corpus import WORLD_VERSION
+    from suite.run import run_tags
+
+    music = OmegaConf.create({"stage": "fit", "name": "beta15", "artifacts": {"corpus": {"seed": 0}}})
+    other = OmegaConf.create({"stage": "fit", "name": "musicgen"})
+    assert run_tags(music)["music_world_version"] == WORLD_VERSION
+    assert "music_world_version" not in run_tags(other)
