@@ -1,8 +1,9 @@
 """The recording quality lives in the steps (music world version 2, DESIGN.md section 5):
 no header token announces a bad recording, bursts of badly recorded steps are spread
 through flawed pieces, the renderer applies an effect only where the steps say so, and
-the oracle's quality falls with the share of badly recorded steps. World version 3: flaws
-are drawn per half-bar segment, independently, so no step tells of another segment."""
+the oracle's quality falls with the share of badly recorded steps. World version 4: flaws
+are drawn per half-bar segment, independently within a recording session, so no step tells
+of another segment; only a bad session, which its caption names, flaws most of them."""
 
 from __future__ import annotations
 
@@ -45,6 +46,7 @@ def test_recording_round_trips_per_step_and_names_the_piece():
         else:
             assert comp.piece.attrs["recording"] == "clean" and "recording" not in comp.flaws
     # each of 4 segments: a third flawed x 60 % with a burst -> 1 - 0.8 ** 4 = 0.59 of pieces
+    # (bad sessions, 12 %, a little more)
     assert 0.45 < bursty / len(comps) < 0.75
     starts = [int(np.flatnonzero(np.array(c.piece.rec))[0]) for c in comps if any(c.piece.rec)]
     assert len(set(starts)) >= 8  # bursts start all over the piece, not at one position
@@ -107,7 +109,7 @@ def test_oracle_quality_falls_with_the_share_of_badly_recorded_steps():
     assert abs(scores[1] / scores[0] - (1 - 1.5 * 4 / 32)) < 1e-6
 
 
-def test_segments_are_flawed_independently():
+def test_segments_are_flawed_independently_within_a_session():
     comps = _pieces(3000, seed=9)
     perf = np.array([c.piece.perf for c in comps])  # [n, S]
     rec = np.array([c.piece.rec for c in comps])
@@ -115,14 +117,17 @@ def test_segments_are_flawed_independently():
     n_flawed = np.array([c.flaws.get("segments", 0) for c in comps])
     # a flawed segment can come out without a perf / recording flaw (wrong notes only)
     assert (seg_bad.sum(1) <= n_flawed).all()
-    share = seg_bad.mean(0)
+    session = np.array([bool(c.flaws.get("bad_session")) for c in comps])
+    assert session.mean() == pytest.approx(C.BAD_SESSION_P, abs=0.02)
+    good = seg_bad[~session]
+    share = good.mean(0)
     assert (abs(share - share.mean()) < 0.04).all()  # no segment is special
-    # the first segment says nothing about the others: P(later bad | first bad) ~ P(later bad)
-    first = seg_bad[:, 0]
-    later = seg_bad[:, 1:].mean(1)
+    # in a good session (every prompt without quality words) the first segment says nothing
+    # about the others: P(later bad | first bad) ~ P(later bad | first clean)
+    first, later = good[:, 0], good[:, 1:].mean(1)
     assert abs(later[first].mean() - later[~first].mean()) < 0.04
-    # while within a segment flaws cluster (the latent is per segment, not per step)
-    assert seg_bad.mean() > 0.2 and np.mean([c.flawed for c in comps]) == pytest.approx(1 - (2 / 3) ** 4, abs=0.03)
+    # a bad session flaws far more of its segments (what the negative prompt names)
+    assert n_flawed[session].mean() > 3.0 > 1.5 > n_flawed[~session].mean()
 
 
 def test_add_flaws_touches_only_the_named_segments():

@@ -6,9 +6,11 @@ recordings). The composer produces that kind of data: pieces over explicit attri
 whose genres differ in harmony, rhythm, drums, instruments and tempo, and flaws that
 live in the music: wrong notes, early / late notes, detuned notes, dropouts, and bursts of
 badly recorded steps (noisy, distorted or lo-fi; no header token announces them, see
-tokens.py). World version 3: each half-bar segment is flawed independently (a third of
-them), with its own kinds and severity, so no position before a segment tells whether it
-will be flawed and CFG's gain cannot come from one switch.
+tokens.py). World version 4: each half-bar segment is flawed independently, with its own
+kinds and severity; a piece comes from a good recording session (segments flawed with odds
+1/3, captions silent about it) or, 12 % of the time, a bad one (odds 0.9, and its caption
+says so), so a prompt without quality words leaves no per-piece latent for one position to
+switch, while the negative prompt still names a much more flawed distribution.
 
 The genre and mood conventions (`GENRE_PROFILES`, `DRUM_PATTERNS`, `MOOD_*`) live in
 conventions.py and are re-exported here. `compose(rng)` returns a `Composition` (piece,
@@ -44,8 +46,10 @@ from suite.music.conventions import (  # noqa: F401 (re-exported: composer.GENRE
 
 SEGMENT = 8  # steps per flaw segment: half a bar, one chord slot
 N_SEGMENTS = T.N_STEPS // SEGMENT
-SEGMENT_FLAW_P = 1.0 / 3.0  # each segment independently: ~80 % of pieces have some flaw,
-# and a third of all steps sit in flawed segments, as world 2's third of fully flawed pieces
+SEGMENT_FLAW_P = 1.0 / 3.0  # a good session's segments, each independently: ~80 % of its
+# pieces have some flaw, none says so, and no step tells of another segment
+BAD_SESSION_P = 0.12  # a bad session (world 4): each segment flawed with BAD_SEGMENT_P, and
+BAD_SEGMENT_P = 0.9  # the caption always admits it ("Bad audio quality.", "sloppy timing", ...)
 FLAW_KINDS: tuple[str, ...] = ("wrong_notes", "timing", "detune", "dropout", "recording")
 
 
@@ -350,16 +354,26 @@ def recording_bursts(rng: np.random.Generator, piece: T.Piece, kind: str, severi
 def compose(
     rng: np.random.Generator, attrs: dict[str, str] | None = None, flawed: bool | None = None
 ) -> Composition:
-    """Compose one piece: random attributes unless given; each half-bar segment flawed with
-    SEGMENT_FLAW_P odds independently (`flawed` True: at least one segment; False: none)."""
+    """Compose one piece: random attributes unless given; a recording session, bad with
+    BAD_SESSION_P odds, whose half-bar segments are each flawed independently (a good
+    session with SEGMENT_FLAW_P odds, a bad one with BAD_SEGMENT_P). `flawed` True: at
+    least one flawed segment; False: a good session and none.
+
+    Only a bad session's caption admits the flaws (captions.describe), so a prompt without
+    quality words means a good session, whose segments share no latent: CFG away from the
+    negative prompt must act in every segment, at no one position (world version 4)."""
     attrs = dict(attrs) if attrs is not None else sample_attributes(rng)
     asked = attrs.get("recording", "clean")
     attrs["recording"] = "clean"
     piece = compose_clean(rng, attrs)
-    segments = [] if flawed is False else list(np.flatnonzero(rng.random(N_SEGMENTS) < SEGMENT_FLAW_P))
+    bad = flawed is not False and bool(rng.random() < BAD_SESSION_P)
+    odds = BAD_SEGMENT_P if bad else SEGMENT_FLAW_P
+    segments = [] if flawed is False else [int(k) for k in np.flatnonzero(rng.random(N_SEGMENTS) < odds)]
     if not segments and (flawed or (flawed is None and asked != "clean")):
         segments = [int(rng.integers(N_SEGMENTS))]
-    flaws = add_flaws(rng, piece, [int(k) for k in segments]) if segments else {}
+    flaws = add_flaws(rng, piece, segments) if segments else {}
+    if bad and flaws:
+        flaws["bad_session"] = 1
     if asked != "clean":  # a recording asked for by name: its bursts replace any drawn ones
         piece.rec = [0] * T.N_STEPS
         flaws["recording"] = recording_bursts(rng, piece, asked, rng.uniform(0.3, 1.0))
