@@ -37,11 +37,11 @@ log = logging.getLogger("suite.artifacts")
 # Every kind went up by one with the music world's version 2 (the recording moved from a
 # header token into the steps: other tokens, other audio).
 JOBS: dict[str, tuple[str, str, dict[str, Any], int]] = {
-    "base_lm": ("lightning_modules.pretrain:PretrainLM", "datamodules.corpus:MusicCorpusDataModule", {}, 3),
-    # every kind +1 per world version (3: flaws per segment); embedder 2: the "tiny" preset's clip went from 4 s (3-s chunks zero-padded) to 3 s
-    "embedder": ("lightning_modules.embedder:EmbedderJob", "datamodules.audio:AudioDataModule", {"task": "embedder"}, 4),
-    "scorer": ("lightning_modules.scorer:ScorerJob", "datamodules.audio:AudioDataModule", {"task": "scorer"}, 3),
-    "preference": ("lightning_modules.preference:PreferenceJob", "datamodules.audio:AudioDataModule", {"task": "preference"}, 3),
+    "base_lm": ("lightning_modules.pretrain:PretrainLM", "datamodules.corpus:MusicCorpusDataModule", {}, 2),
+    # embedder 2: the "tiny" preset's clip went from 4 s (3-s chunks zero-padded) to 3 s
+    "embedder": ("lightning_modules.embedder:EmbedderJob", "datamodules.audio:AudioDataModule", {"task": "embedder"}, 3),
+    "scorer": ("lightning_modules.scorer:ScorerJob", "datamodules.audio:AudioDataModule", {"task": "scorer"}, 2),
+    "preference": ("lightning_modules.preference:PreferenceJob", "datamodules.audio:AudioDataModule", {"task": "preference"}, 2),
 }  # fmt: skip
 KINDS = tuple(JOBS)
 # An embedder spec whose `data` names a `folder` trains on the user's audio files instead.

@@ -61,7 +61,7 @@ def test_bad_arguments_and_corrupt_cache(tmp_path):
 def test_flaw_and_caption_statistics():
     c = corpus.generate(0, 900, progress=False)
     flawed = c.flawed
-    assert 0.74 < flawed.mean() < 0.86  # 1 - (2/3) ** 4: each half bar flawed with odds 1/3
+    assert 0.27 < flawed.mean() < 0.40  # about a third
     bad = re.compile(
         "|".join(re.escape(p.lower().rstrip(".")) for ps in K.BAD_PHRASES.values() for p in ps)
     )
@@ -69,10 +69,7 @@ def test_flaw_and_caption_statistics():
     tagged = np.array([bool(bad.search(cap.lower())) for cap in c.captions])
     assert not tagged[~flawed].any()  # clean pieces never say they are bad
     share = tagged[flawed].mean()
-    assert 0.08 < share < 0.22  # a minority of flawed captions admit it ...
-    segments = np.array([f.get("segments", 0) for f in c.flaws])
-    few, many = tagged[segments == 1].mean(), tagged[segments >= 3].mean()
-    assert many > 3 * few  # ... the more of the piece is flawed, the likelier
+    assert 0.15 < share < 0.35  # a minority of flawed captions admit it
     good_share = np.mean([bool(good.search(cap.lower())) for cap in np.array(c.captions)[~flawed]])
     assert 0.07 < good_share < 0.25
     assert any(
@@ -84,7 +81,7 @@ def test_flaw_and_caption_statistics():
     pairs = {(a["genre"], a["mood"]) for a in c.attrs}
     assert not pairs & C.HELD_OUT_COMBOS
     # flaws are spread through the sequence, not only in the header
-    local = [f for f in c.flaws if set(f) - {"recording", "segments"}]
+    local = [f for f in c.flaws if set(f) - {"recording"}]
     assert len(local) == flawed.sum()
 
 

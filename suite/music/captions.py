@@ -8,7 +8,7 @@ templates and synonyms, so one piece can be described in many ways:
 - which attributes a caption mentions is random (genre usually, tempo or key rarely);
 - every attribute value has several synonyms; frames (sentence shapes) vary;
 - quality words: most flawed pieces carry NONE (as in real data, a bad recording is
-  rarely labelled as such); a minority (`BAD_TAG_MAX`, more often the more of the piece is flawed) say so with varied phrasings,
+  rarely labelled as such); a minority (`BAD_TAG_SHARE`) say so with varied phrasings,
   matched to the flaw when possible; clean pieces sometimes say "high quality".
 
 Two disjoint phrase banks: TRAIN words / frames (used by the corpus and train prompts) and
@@ -22,13 +22,9 @@ import re
 import numpy as np
 
 from suite.music import attributes as A
-from suite.music.composer import N_SEGMENTS as _N_SEGMENTS
 
 NEGATIVE_PROMPT = "Bad audio quality."
-BAD_TAG_MAX = 0.75  # odds that a caption admits its piece's flaws: BAD_TAG_MAX * (share of
-# flawed half-bar segments) ** 2 (world 3), so the more of a piece is flawed the likelier it
-# is said: 1 in 21 with one flawed segment of four, 3 in 4 with all four; ~1 in 8 captions
-# overall (world 2: a quarter of the third of pieces, all fully flawed)
+BAD_TAG_SHARE = 0.25  # flawed pieces whose caption admits it
 GOOD_TAG_SHARE = 0.15  # clean pieces whose caption says "high quality"
 
 GENRE_WORDS: dict[str, tuple[str, ...]] = {
@@ -244,8 +240,7 @@ def describe(
 
     words = ""
     if quality and flaws:
-        share = flaws.get("segments", _N_SEGMENTS) / _N_SEGMENTS
-        if rng.random() < BAD_TAG_MAX * share**2:
+        if rng.random() < BAD_TAG_SHARE:
             kinds = [k for k in flaws if k in BAD_PHRASES]
             if attrs.get("recording", "clean") != "clean":
                 kinds.append(attrs["recording"])

@@ -3,12 +3,10 @@
 The paper trains MusicLM on captioned music whose quality varies (section 3.1; appendix B
 shows that a negative prompt, "Bad audio quality.", steers generation away from flawed
 recordings). The composer produces that kind of data: pieces over explicit attributes
-whose genres differ in harmony, rhythm, drums, instruments and tempo, and flaws that
-live in the music: wrong notes, early / late notes, detuned notes, dropouts, and bursts of
-badly recorded steps (noisy, distorted or lo-fi; no header token announces them, see
-tokens.py). World version 3: each half-bar segment is flawed independently (a third of
-them), with its own kinds and severity, so no position before a segment tells whether it
-will be flawed and CFG's gain cannot come from one switch.
+whose genres differ in harmony, rhythm, drums, instruments and tempo, and a third of
+which carry flaws spread THROUGH the sequence: wrong notes, early / late notes, detuned
+notes, dropouts, and runs of badly recorded steps (noisy, distorted or lo-fi bursts; the
+recording is no longer one header token, see tokens.py).
 
 The genre and mood conventions (`GENRE_PROFILES`, `DRUM_PATTERNS`, `MOOD_*`) live in
 conventions.py and are re-exported here. `compose(rng)` returns a `Composition` (piece,
@@ -42,10 +40,7 @@ from suite.music.conventions import (  # noqa: F401 (re-exported: composer.GENRE
     GenreProfile,
 )
 
-SEGMENT = 8  # steps per flaw segment: half a bar, one chord slot
-N_SEGMENTS = T.N_STEPS // SEGMENT
-SEGMENT_FLAW_P = 1.0 / 3.0  # each segment independently: ~80 % of pieces have some flaw,
-# and a third of all steps sit in flawed segments, as world 2's third of fully flawed pieces
+FLAWED_SHARE = 1.0 / 3.0
 FLAW_KINDS: tuple[str, ...] = ("wrong_notes", "timing", "detune", "dropout", "recording")
 
 
@@ -252,60 +247,41 @@ def compose_clean(rng: np.random.Generator, attrs: dict[str, str]) -> T.Piece:
     )
 
 
-def add_flaws(
-    rng: np.random.Generator, piece: T.Piece, segments: list[int] | None = None
-) -> dict[str, int]:
-    """Put flaws into the given half-bar segments of the piece in place (all of them when
-    `segments` is None); returns kind -> number of flawed events, plus "segments": how many.
+def add_flaws(rng: np.random.Generator, piece: T.Piece) -> dict[str, int]:
+    """Spread flaws through the piece in place; returns kind -> number of flawed events.
 
-    Each flawed segment draws its own kinds (at least one local flaw, so a recording effect
-    never explains all of the badness; a recording burst in 60 % of them), its own severity
-    and its own recording kind. Segments are independent (world version 3): no step tells
-    the model whether another segment is flawed, so CFG has to act wherever flaws may start.
+    At least one local flaw always (so a single header token never explains all of the
+    badness), plus a recording flaw in 60 % of flawed pieces.
     """
-    segments = list(range(N_SEGMENTS)) if segments is None else sorted(set(segments))
-    if not segments or not all(0 <= k < N_SEGMENTS for k in segments):
-        raise ValueError(f"add_flaws: segments must be a non-empty subset of 0..{N_SEGMENTS - 1}, got {segments}")
-    flaws: dict[str, int] = {}
-    scale = set(scale_pitch_classes(piece.attrs["key"], piece.attrs["mode"]))
-    for k in segments:
-        for kind, n in _flaw_segment(rng, piece, scale, k * SEGMENT, (k + 1) * SEGMENT).items():
-            flaws[kind] = flaws.get(kind, 0) + n
-    if "recording" in flaws:  # counted once: bursts never overlap across segments
-        flaws["recording"] = sum(r != 0 for r in piece.rec)
-        piece.attrs["recording"] = T.piece_recording(piece.rec)
-    flaws["segments"] = len(segments)
-    return flaws
-
-
-def _flaw_segment(rng, piece: T.Piece, scale: set[int], lo: int, hi: int) -> dict[str, int]:
-    """Flaw steps lo..hi-1 of the piece in place; kind -> count (densities as world 2's
-    whole-piece flaws, so a fully flawed piece is as bad as before)."""
     kinds = [k for k in FLAW_KINDS[:4] if rng.random() < 0.45]
     if not kinds:
         kinds = [FLAW_KINDS[rng.integers(4)]]
     severity = rng.uniform(0.3, 1.0)
-    steps = range(lo, hi)
     flaws: dict[str, int] = {}
+    scale = set(scale_pitch_classes(piece.attrs["key"], piece.attrs["mode"]))
+    mel_on = [s for s, p in enumerate(piece.melody) if p >= 0]
     if "wrong_notes" in kinds:
         n = 0
-        for track, low, high in (
+        for track, lo, hi in (
             (piece.melody, T.MEL_LOW, T.MEL_HIGH),
             (piece.bass, T.BASS_LOW, T.BASS_HIGH),
         ):
-            for s in steps:
-                p = track[s]
+            for s, p in enumerate(track):
                 if p >= 0 and rng.random() < 0.35 * severity:
-                    options = [q for q in (p - 1, p + 1) if q % 12 not in scale and low <= q < high]
+                    options = [q for q in (p - 1, p + 1) if q % 12 not in scale and lo <= q < hi]
                     if options:
                         track[s] = options[rng.integers(len(options))]
                         n += 1
         if n:
             flaws["wrong_notes"] = n
-    onsets = [s for s in steps if piece.melody[s] >= 0 or piece.bass[s] >= 0 or piece.chord[s] >= 0]
+    onset_steps = [
+        s
+        for s in range(T.N_STEPS)
+        if piece.melody[s] >= 0 or piece.bass[s] >= 0 or piece.chord[s] >= 0
+    ]
     if "timing" in kinds:
         n = 0
-        for s in onsets:
+        for s in onset_steps:
             if rng.random() < 0.4 * severity:
                 piece.perf[s] = 1 if rng.random() < 0.5 else 2
                 n += 1
@@ -313,25 +289,23 @@ def _flaw_segment(rng, piece: T.Piece, scale: set[int], lo: int, hi: int) -> dic
             flaws["timing"] = n
     if "detune" in kinds:
         n = 0
-        for s in steps:
-            if piece.melody[s] >= 0 and piece.perf[s] == 0 and rng.random() < 0.4 * severity:
+        for s in mel_on:
+            if piece.perf[s] == 0 and rng.random() < 0.4 * severity:
                 piece.perf[s] = 4
                 n += 1
         if n:
             flaws["detune"] = n
-    if "dropout" in kinds or not flaws:  # 1-3 silent steps; also when the draws hit nothing
-        length = 1 + int(rng.integers(1 + round(2 * severity)))
-        start = lo + int(rng.integers(hi - lo - length + 1))
-        flaws["dropout"] = sum(piece.perf[s] != 3 for s in range(start, start + length))
-        for s in range(start, start + length):
-            piece.perf[s] = 3
-    if rng.random() < 0.6:  # a burst of 2-4 badly recorded steps inside the segment
-        code = 1 + int(rng.integers(len(A.RECORDINGS) - 1))
-        length = 2 + int(rng.integers(1 + round(2 * severity)))
-        start = lo + int(rng.integers(hi - lo - length + 1))
-        for s in range(start, start + length):
-            piece.rec[s] = code
-        flaws["recording"] = length
+    if "dropout" in kinds or not flaws:
+        n = 0
+        for _ in range(1 + int(rng.integers(1 + round(2 * severity)))):
+            start, length = int(rng.integers(T.N_STEPS - 2)), int(rng.integers(2, 6))
+            for s in range(start, min(T.N_STEPS, start + length)):
+                n += piece.perf[s] != 3
+                piece.perf[s] = 3
+        flaws["dropout"] = n
+    if rng.random() < 0.6:
+        kind = A.RECORDINGS[1 + rng.integers(len(A.RECORDINGS) - 1)]
+        flaws["recording"] = recording_bursts(rng, piece, kind, severity)
     return flaws
 
 
@@ -350,16 +324,14 @@ def recording_bursts(rng: np.random.Generator, piece: T.Piece, kind: str, severi
 def compose(
     rng: np.random.Generator, attrs: dict[str, str] | None = None, flawed: bool | None = None
 ) -> Composition:
-    """Compose one piece: random attributes unless given; each half-bar segment flawed with
-    SEGMENT_FLAW_P odds independently (`flawed` True: at least one segment; False: none)."""
+    """Compose one piece: random attributes unless given, flawed with FLAWED_SHARE odds."""
     attrs = dict(attrs) if attrs is not None else sample_attributes(rng)
     asked = attrs.get("recording", "clean")
     attrs["recording"] = "clean"
+    if flawed is None:
+        flawed = bool(rng.random() < FLAWED_SHARE) or asked != "clean"
     piece = compose_clean(rng, attrs)
-    segments = [] if flawed is False else list(np.flatnonzero(rng.random(N_SEGMENTS) < SEGMENT_FLAW_P))
-    if not segments and (flawed or (flawed is None and asked != "clean")):
-        segments = [int(rng.integers(N_SEGMENTS))]
-    flaws = add_flaws(rng, piece, [int(k) for k in segments]) if segments else {}
+    flaws = add_flaws(rng, piece) if flawed else {}
     if asked != "clean":  # a recording asked for by name: its bursts replace any drawn ones
         piece.rec = [0] * T.N_STEPS
         flaws["recording"] = recording_bursts(rng, piece, asked, rng.uniform(0.3, 1.0))

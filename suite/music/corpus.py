@@ -42,8 +42,7 @@ from suite.music import tokens as T
 from suite.music.midi_import import ImportReport, from_midi
 from suite.music.oracle_prompt import parse_prompt
 
-WORLD_VERSION = "3"  # 2: the recording lives in the steps, not in a header token;
-# 3: flaws drawn per half-bar segment, independently (composer.add_flaws)
+WORLD_VERSION = "2"  # 2: the recording lives in the steps, not in a header token
 
 
 def artifacts_dir(root: str | Path | None = None) -> Path:

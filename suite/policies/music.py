@@ -210,18 +210,17 @@ class MusicPolicy(TokenLMPolicy):
 
         Every job trains on corpus seed 0; piece i of seed s comes from its own generator
         `default_rng([s, i])`, so another seed shares no piece with training. The pool
-        composed is eight times `size`: about a fifth of pieces are flaw-free (world 3, each
-        half bar flawed with odds 1/3: (2/3) ** 4 = 0.20).
+        composed is twice `size` (about a third of pieces are flawed).
         """
         from suite.music.corpus import build_corpus
         from suite.music.render import render
 
-        pool = build_corpus(seed=int(seed), n=8 * int(size), root=root, progress=False)
+        pool = build_corpus(seed=int(seed), n=2 * int(size), root=root, progress=False)
         clean = [i for i, flawed in enumerate(pool.flawed) if not flawed][:size]
         if len(clean) < size:
             raise ValueError(
                 f"MusicPolicy: the FAD reference needs {size} clean pieces but corpus seed {seed} "
-                f"has only {len(clean)} in its first {8 * size}; lower fad_reference_size"
+                f"has only {len(clean)} in its first {2 * size}; lower fad_reference_size"
             )
         tokens = torch.as_tensor(pool.tokens[clean], dtype=torch.long)  # [size, L]
         return torch.cat([render(tokens[i : i + 32]) for i in range(0, size, 32)])
