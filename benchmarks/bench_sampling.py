@@ -146,10 +146,10 @@ def main() -> None:
     flops = decode_flops(model)
     print(f"# fp32 matmul peak (512^3, {args.threads} thread(s)): {peak / 1e9:.1f} GFLOP/s; "
           f"decode {flops / 1e6:.2f} MFLOP per token")  # fmt: skip
+    tps = lambda t, B: B * L / t  # noqa: E731  (tokens per second of a batch's time)
     ratios: dict[int, dict[str, list[float]]] = {B: {"cfg": [], "hf": [], "roof": []} for B in batches}
     for run in range(args.runs):
         rows = measure(args, policy, model, gpt2, batches, gen)
-        tps = lambda t, B: B * L / t  # noqa: E731
         print()
         print(f"run {run + 1} of {args.runs}")
         print("| batch | plain tok/s | CFG tok/s | CFG/plain time | no-cache tok/s | cache speed-up "

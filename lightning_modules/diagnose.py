@@ -27,8 +27,10 @@ def _built(kind: str, spec: Any, root: Path) -> Path:
         if not Path(spec).is_file():
             raise FileNotFoundError(f"diagnose: {kind} checkpoint not found: {spec}")
         return Path(spec)
-    folder = artifacts.find_built(kind, spec, root)
-    if folder is None or JOBS[kind][3] != artifacts.read_record(folder).get("version"):
+    # The folder of THIS version of the kind (find_built's "highest version" could be a
+    # leftover of a newer world with the same spec).
+    folder = artifacts.artifact_dir(kind, JOBS[kind][3], spec, root)
+    if artifacts.read_record(folder) is None:
         raise FileNotFoundError(
             f"diagnose: the {kind} artifact of this config is not built; run `python -m suite "
             f"prepare --config conf/prepare.yaml` (or this config's own prepare) first"

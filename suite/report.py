@@ -55,7 +55,6 @@ import numpy as np
 from suite.report_figures import plot_lambda, plot_quality_diversity
 from suite.report_listen import write_listen_page
 from suite.report_runs import (  # noqa: F401 (re-exported: suite.report.RunPoint, ...)
-    one_world,
     DIVERSITY,
     FINISHED,
     FRONT_PARAMS,
@@ -67,6 +66,7 @@ from suite.report_runs import (  # noqa: F401 (re-exported: suite.report.RunPoin
     fronts,
     load_runs,
     mlflow_client,
+    one_world,
     student_label,
     trajectories,
 )

@@ -301,7 +301,8 @@ def test_the_baseline_against_itself_ties_every_pair(ckpts, tmp_path):
     # ... and another model does not tie everything: the check could fail.
     m2 = make(ckpts, n_vendi_generations=2, win_rates=True, win_rate_resamples=49)
     out2 = trainer.test(m2, datamodule=_datamodule(tmp_path), verbose=False)[0]
-    assert out2["eval/winrate_quality_p_ttest"] < 1.0  # nonzero score differences
+    # (The oracle scores every tiny random model's piece 0, so the quality duels tie for any
+    # pair of them; the musical distances behind the diversity duels do differ.)
     assert out2["eval/winrate_diversity_p_ttest"] < 1.0  # (ties by the 0.02 margin may remain)
     assert out2["eval/kl_teacher"] > 1e-3
 
