@@ -2,9 +2,11 @@
 
 Runs `suite.world_diagnostics` on the artifacts a student config names (its base policy
 and its embedder E, with its scorers for the judge checks) over held-out prompts (the
-validation split by default, `diagnose.prompts`: omega is chosen from it), prints the table and writes
-it to a CSV (`docs/diagnostics.csv` by default; one row per measurement: name, value,
-limit, verdict). It never builds an artifact: a missing one is refused, naming it and the
+validation split by default, `diagnose.prompts`: omega is chosen from it) at each of
+`diagnose.seeds` (three by default: one draw is an anecdote), prints the table and writes
+it to a CSV (`docs/diagnostics.csv` by default; one row per measurement: name, mean value,
+95 % t-interval over seeds, number of seeds, limit, verdict on the interval, each seed's
+value). It never builds an artifact: a missing one is refused, naming it and the
 command that builds it, before anything is computed or written.
 """
 
@@ -40,16 +42,22 @@ def _built(kind: str, spec: Any, root: Path) -> Path:
 
 def diagnose(policy: dict, embedder: Any, prompts_file: str, negative_prompt: str, gamma: float,
              generations: int, body_candidates: int, out: str, root: str, seed: int = 0,
-             scorer: Any = None, preference: Any = None) -> list[dict]:  # fmt: skip
-    """Run the diagnostics and write `out`; returns the rows. With `scorer` and `preference`
-    (artifact specs or paths) the CFG sweep's judge checks run too (suite.judge_diagnostics)."""
+             scorer: Any = None, preference: Any = None,
+             seeds: list[int] | None = None) -> list[dict]:  # fmt: skip
+    """Run the diagnostics at each of `seeds` (default `[seed]`) and write `out`; returns the
+    aggregated rows. With `scorer` and `preference` (artifact specs or paths) the CFG sweep's
+    judge checks run too (suite.judge_diagnostics)."""
     from lightning_modules.artifacts import artifact_metrics
     from suite.models.preference import PreferenceModel
     from suite.models.scorer import MuLanScorer
     from suite.models.vit import AudioEmbedder
     from suite.music.prompts import PROMPT_SETS, load_prompt_records, prompt_set
     from suite.policies.music import MusicPolicy
-    from suite.world_diagnostics import _verdict, cfg_share_rows, embedder_rows
+    from suite.world_diagnostics import _verdict, aggregate_seeds, cfg_share_rows, embedder_rows
+
+    seeds = [int(s) for s in (seeds if seeds is not None else [seed])]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"diagnose: diagnose.seeds must be distinct integers, got {seeds!r}")
 
     if policy.get("name") != "music":
         raise ValueError(f"diagnose: measures the embedded music world's shortcuts; generator "
@@ -67,32 +75,43 @@ def diagnose(policy: dict, embedder: Any, prompts_file: str, negative_prompt: st
     prompts = [r["prompt"] for r in load_prompt_records(path)]
     world = MusicPolicy.from_spec(str(lm_path), use_grammar_mask=policy.get("use_grammar_mask", True))
     E = AudioEmbedder.from_checkpoint(e_path).eval()
-    log.info("diagnose: base model %s, embedder %s, %d prompts x %d", lm_path, e_path, len(prompts), generations)
-    rows = cfg_share_rows(world, prompts, negative_prompt, n=generations, gamma=gamma, seed=seed,
-                          body_candidates=body_candidates)  # fmt: skip
-    rows += embedder_rows(world, E, prompts, seed=seed)
-    recall = artifact_metrics(e_path).get("val/recall@1")
-    if recall is not None:  # measured on held-out pieces when E was built
-        rows.append(_verdict({"name": "E_recall@1_held_out_pieces", "value": float(recall),
-                              "limit": ">= 0.9"}))  # fmt: skip
+    log.info("diagnose: base model %s, embedder %s, %d prompts x %d, seeds %s", lm_path, e_path,
+             len(prompts), generations, seeds)  # fmt: skip
+    judge_models = None
     if judges is not None:
-        from suite.judge_diagnostics import judge_rows, sweep_measurements
+        judge_models = (MuLanScorer.from_checkpoint(judges[0]).eval(),
+                        PreferenceModel.from_checkpoint(judges[1]).eval())  # fmt: skip
+    per_seed = []
+    for s in seeds:
+        log.info("diagnose: seed %d", s)
+        rows = cfg_share_rows(world, prompts, negative_prompt, n=generations, gamma=gamma, seed=s,
+                              body_candidates=body_candidates)  # fmt: skip
+        rows += embedder_rows(world, E, prompts, seed=s)
+        if judge_models is not None:
+            from suite.judge_diagnostics import judge_rows, sweep_measurements
 
-        sweep = sweep_measurements(world, E, MuLanScorer.from_checkpoint(judges[0]).eval(),
-                                   PreferenceModel.from_checkpoint(judges[1]).eval(), prompts,
-                                   negative_prompt, n=generations, seed=seed)  # fmt: skip
-        rows += judge_rows(sweep)
+            sweep = sweep_measurements(world, E, *judge_models, prompts, negative_prompt,
+                                       n=generations, seed=s)  # fmt: skip
+            rows += judge_rows(sweep)
+        per_seed.append(rows)
+    rows = aggregate_seeds(per_seed)
+    recall = artifact_metrics(e_path).get("val/recall@1")
+    if recall is not None:  # measured on held-out pieces when E was built (no seed to vary)
+        rows += aggregate_seeds([[_verdict({"name": "E_recall@1_held_out_pieces",
+                                            "value": float(recall), "limit": ">= 0.9"})]])  # fmt: skip
     width = max(len(r["name"]) for r in rows)
-    print(f"\n{'measurement':<{width}}  {'value':>8}  {'verdict':<7}  limit")
+    print(f"\n{'measurement':<{width}}  {'mean':>8}  {'95% interval':>17}  {'verdict':<7}  limit")
     for r in rows:
-        print(f"{r['name']:<{width}}  {r['value']:>8.3f}  {r['verdict']:<7}  {r['limit']}")
+        interval = f"[{r['low']:.3f}, {r['high']:.3f}]" if r["n_seeds"] > 1 else ""
+        print(f"{r['name']:<{width}}  {r['value']:>8.3f}  {interval:>17}  {r['verdict']:<7}  {r['limit']}")
     target = Path(out)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(".tmp")
     with tmp.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["name", "value", "limit", "verdict"])
+        fields = ["name", "value", "low", "high", "n_seeds", "limit", "verdict", "detail"]
+        writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
-        writer.writerows({**r, "value": f"{r['value']:.4f}"} for r in rows)
+        writer.writerows({**r, **{k: f"{r[k]:.4f}" for k in ("value", "low", "high")}} for r in rows)
     tmp.replace(target)
     log.info("diagnose: wrote %s", target)
     return rows

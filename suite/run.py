@@ -245,7 +245,8 @@ def run(cfg: DictConfig) -> float | None:
                  int(d.get("generations", 4)), int(d.get("body_candidates", 10)),
                  str(d.get("out", f"{cfg.paths.root}/docs/diagnostics.csv")), str(cfg.paths.root),
                  seed, *(OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
-                         for v in (cfg.model.get("scorer"), cfg.model.get("preference"))))  # fmt: skip
+                         for v in (cfg.model.get("scorer"), cfg.model.get("preference"))),
+                 seeds=list(d["seeds"]) if d.get("seeds") is not None else None)  # fmt: skip
         return None
     ckpt, resume_run_id = resume_from(cfg)
     if resume_run_id and settings and not run_exists(settings, resume_run_id):

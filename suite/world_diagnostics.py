@@ -16,7 +16,11 @@ measures the two switches seen in the world's first version, on the current arti
    next to the mean distance between two generations of one prompt.
 
 Every measurement is a row `{name, value, limit, verdict}` (limits from the world issue's
-acceptance list; `verdict` is "ok", "FAIL" or "info").
+acceptance list; `verdict` is "ok", "FAIL" or "info"). One draw of the prompts' generations
+is an anecdote (world 2's single-position share moved from 0.289 to 0.008 with the draw), so
+`aggregate_seeds` turns the rows of several seeds into a mean with a 95 % t-interval, and its
+verdict is "ok" or "FAIL" only when the whole interval is on one side of the limit
+("unsure" otherwise).
 """
 
 from __future__ import annotations
@@ -113,7 +117,9 @@ def cfg_share_rows(policy: MusicPolicy, prompts: Sequence[str], negative: str, *
          "verdict": "ok" if gain > 0.02 else "FAIL"},
         {"name": "cfg_gain_share_header_positions", "value": header, "limit": "<= 0.40"},
         {"name": "cfg_gain_share_body_positions", "value": body, "limit": ""},
-        {"name": f"cfg_gain_share_single_position_{best}", "value": singles[best], "limit": "<= 0.25"},
+        # one name at every seed (the position can differ between draws): it is the detail
+        {"name": "cfg_gain_share_single_position", "value": singles[best], "limit": "<= 0.25",
+         "detail": f"position {best}"},
     ]  # fmt: skip
     return [_verdict(r) for r in rows]
 
@@ -156,13 +162,19 @@ def embedder_rows(policy: MusicPolicy, embedder: nn.Module, prompts: Sequence[st
     two = dist(base, other)
     rows = [{"name": "E_distance_two_generations_of_a_prompt", "value": two, "limit": "", "verdict": "info"}]
     rec_d = dist(base, rec)
-    rows.append(_verdict({"name": "E_distance_recording_only_change", "value": rec_d,
-                          "limit": f"<= {0.25 * two:.3f} (0.25 x two generations)"}))  # fmt: skip
+    rows.append({"name": "E_distance_recording_only_change", "value": rec_d, "limit": "",
+                 "verdict": "info"})  # fmt: skip
+    # The limits compare distances of one draw, so they are rows of their own (a ratio and
+    # margins), which several seeds can then average and bound.
+    rows.append(_verdict({"name": "E_recording_only_over_two_generations",
+                          "value": rec_d / two if two > 0 else float("nan"), "limit": "<= 0.25"}))  # fmt: skip
     for name, changed in (("30pct_detuned", detuned), ("transposed_2_semitones", moved),
                           ("other_melody", melody)):  # fmt: skip
         d = dist(base, changed)
-        limit = f"> {rec_d:.3f} (recording-only)" if name != "30pct_detuned" else ""
-        rows.append(_verdict({"name": f"E_distance_{name}", "value": d, "limit": limit}))
+        rows.append({"name": f"E_distance_{name}", "value": d, "limit": "", "verdict": "info"})
+        if name != "30pct_detuned":
+            rows.append(_verdict({"name": f"E_{name}_minus_recording_only", "value": d - rec_d,
+                                  "limit": "> 0"}))  # fmt: skip
     return rows
 
 
@@ -179,3 +191,45 @@ def _verdict(row: dict) -> dict:
     else:
         row["verdict"] = "info"
     return row
+
+
+def aggregate_seeds(per_seed: Sequence[Sequence[dict]], level: float = 0.95) -> list[dict]:
+    """Rows of several seeds (same names, in the first seed's order) -> one row per name with
+    the mean `value`, a t-interval `low`/`high` over seeds (NaN with one seed), `n_seeds`, the
+    seeds' values in `detail`, and an interval verdict (module docstring)."""
+    from scipy.stats import t as student_t
+
+    out = []
+    for first in per_seed[0]:
+        name = first["name"]
+        vals = np.array([r["value"] for rows in per_seed for r in rows if r["name"] == name], float)
+        vals = vals[np.isfinite(vals)]
+        n = len(vals)
+        mean = float(vals.mean()) if n else float("nan")
+        half = (float(student_t.ppf(0.5 + level / 2, n - 1) * vals.std(ddof=1) / np.sqrt(n))
+                if n > 1 else float("nan"))  # fmt: skip
+        details = [r.get("detail", "") for rows in per_seed for r in rows if r["name"] == name]
+        row = {"name": name, "value": mean, "low": mean - half, "high": mean + half, "n_seeds": n,
+               "limit": first.get("limit", ""),
+               "detail": "; ".join(f"{v:.3f}" + (f" ({d})" if d else "") for v, d in zip(vals, details))}  # fmt: skip
+        if first.get("verdict") == "info":
+            row["verdict"] = "info"
+        elif n < 2:  # one seed: the value against the limit, as `_verdict`
+            row["verdict"] = _verdict({"value": mean, "limit": row["limit"]})["verdict"]
+        else:
+            row["verdict"] = _interval_verdict(row["limit"], row["low"], row["high"])
+        out.append(row)
+    return out
+
+
+def _interval_verdict(limit: str, low: float, high: float) -> str:
+    """'ok' when the whole interval meets the limit, 'FAIL' when none of it does, else 'unsure'."""
+    parts = str(limit).split()
+    if len(parts) < 2 or parts[0] not in ("<=", ">", ">="):
+        return "info"
+    bound = float(parts[1])
+    if parts[0] == "<=":
+        return "ok" if high <= bound else "FAIL" if low > bound else "unsure"
+    if parts[0] == ">":
+        return "ok" if low > bound else "FAIL" if high <= bound else "unsure"
+    return "ok" if low >= bound else "FAIL" if high < bound else "unsure"

@@ -152,3 +152,29 @@ def test_omega_row_equalises_the_spread_of_both_quality_terms():
     mulan = np.array([omega * v["gen_mulan"].mean() for v in sweep.values()])
     pref = np.array([v["gen_preference"].mean() for v in sweep.values()])
     assert mulan.std() == pytest.approx(pref.std())
+
+
+def test_seeds_aggregate_to_a_mean_and_a_t_interval_whose_verdict_needs_the_whole_interval():
+    from scipy import stats
+
+    from suite.world_diagnostics import aggregate_seeds
+
+    def rows(share: float, gain: float, pos: int) -> list[dict]:
+        return [{"name": "cfg_gain_share_single_position", "value": share, "limit": "<= 0.25",
+                 "verdict": "ok", "detail": f"position {pos}"},
+                {"name": "gain", "value": gain, "limit": "> 0.02", "verdict": "ok"},
+                {"name": "two", "value": gain, "limit": "", "verdict": "info"}]  # fmt: skip
+
+    out = {r["name"]: r for r in aggregate_seeds([rows(0.10, 0.2, 93), rows(0.12, 0.22, 13), rows(0.30, 0.21, 93)])}
+    share = out["cfg_gain_share_single_position"]
+    values = np.array([0.10, 0.12, 0.30])
+    low, high = stats.t.interval(0.95, 2, loc=values.mean(), scale=stats.sem(values))
+    assert share["value"] == pytest.approx(values.mean()) and share["n_seeds"] == 3
+    assert (share["low"], share["high"]) == (pytest.approx(low), pytest.approx(high))
+    assert share["verdict"] == "unsure"  # 0.25 lies inside [low, high]
+    assert share["detail"] == "0.100 (position 93); 0.120 (position 13); 0.300 (position 93)"
+    assert out["gain"]["verdict"] == "ok" and out["two"]["verdict"] == "info"
+    fail = aggregate_seeds([rows(0.5, 0.0, 1), rows(0.51, 0.005, 1), rows(0.52, 0.01, 2)])
+    assert [r["verdict"] for r in fail] == ["FAIL", "FAIL", "info"]
+    one = aggregate_seeds([rows(0.3, 0.2, 1)])  # one seed: the value against the limit
+    assert [r["verdict"] for r in one] == ["FAIL", "ok", "info"] and np.isnan(one[0]["low"])
