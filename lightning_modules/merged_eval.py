@@ -24,7 +24,10 @@ Generation counts. `n_vendi_generations` (G, 8 as in table 1) pieces are generat
 prompt; Vendi and 1 - mean use all G (they depend on G, so G is fixed and logged); pairwise
 diversity, quality, entropy, FAD and the oracle's scores also use all G. Win rates pair
 the first `n_generations` (N) pieces of each prompt with the baseline's N pieces, drawn
-with the same seed (common random numbers). Bad input is refused before anything is
+with the same seed (common random numbers, `common_random_numbers=True`: the duel then
+measures what the models change, and identical models tie exactly) or from a seed of their
+own (`False`: independent draws, as two models sampled separately in the paper's human
+study; the side-by-side configuration uses them). Bad input is refused before anything is
 generated: in `__init__` (recipe, numbers) or in `setup()` (missing exports, other base
 models or architectures).
 """
@@ -54,6 +57,7 @@ __all__ = ["MergedEvaluator"]
 log = logging.getLogger(__name__)
 
 _EXTRA_SEED = 7_919  # seed offset of the generations beyond the first n_generations
+_BASELINE_SEED = 104_729  # seed offset of the baseline's draws without common random numbers
 
 
 class MergedEvaluator(PolicyJob):
@@ -79,6 +83,7 @@ class MergedEvaluator(PolicyJob):
             None = the base model with CFG gamma 3 and "Bad audio quality." at T = 0.99.
         win_rates: compute the win rates (needs a baseline and a world with an oracle).
         quality_tie_margin, diversity_tie_margin, win_rate_resamples: see WinRate.
+        common_random_numbers: the baseline draws with A's seed (True) or its own (False).
         fad_reference_size: clean reference clips for FAD (>= 2; 0 disables FAD).
         fad_reference_seed: seed of the reference (not the training corpus's).
         root: project root for the caches (None: the repository).
@@ -111,6 +116,7 @@ class MergedEvaluator(PolicyJob):
         quality_tie_margin: float = 0.02,
         diversity_tie_margin: float = 0.02,
         win_rate_resamples: int = 9999,
+        common_random_numbers: bool = True,
         fad_reference_size: int = 256,
         fad_reference_seed: int = 1,
         root: str | None = None,
@@ -148,6 +154,8 @@ class MergedEvaluator(PolicyJob):
         check.number("quality_tie_margin", quality_tie_margin, 0)
         check.number("diversity_tie_margin", diversity_tie_margin, 0)
         check.number("omega", omega)
+        check("common_random_numbers", common_random_numbers,
+              isinstance(common_random_numbers, bool), "true or false")  # fmt: skip
         if export_path is not None:
             check("export_path", export_path, isinstance(export_path, str)
                   and export_path.endswith(".safetensors"), "a path ending in .safetensors or None")  # fmt: skip
@@ -287,8 +295,9 @@ class MergedEvaluator(PolicyJob):
         if self.win is not None:
             b = hp.baseline
             baseline = self._need("baseline")
+            base_seed = seed if hp.common_random_numbers else seed + _BASELINE_SEED
             base_tokens, _ = self.sample_eval(
-                baseline, cond, N, seed, temperature=b["temperature"], gamma=b["gamma"],
+                baseline, cond, N, base_seed, temperature=b["temperature"], gamma=b["gamma"],
                 neg=self.negative(baseline, b["negative_prompt"]),
             )  # [P, N, K, L]  # fmt: skip
             self.win.update(tokens[:, :N], base_tokens, prompts)

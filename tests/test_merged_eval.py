@@ -156,6 +156,7 @@ def test_mismatched_architectures_are_refused_naming_keys(ckpts, tmp_path):
         (dict(temperature=0.0), "temperature"),
         (dict(fad_reference_size=1), "fad_reference_size"),
         (dict(export_path="merged.pt"), "export_path must be a path ending in .safetensors"),
+        (dict(common_random_numbers="no"), "common_random_numbers must be true or false"),
         (
             dict(win_rates=True, baseline={"name": "b", "sources": ["base"], "lam": 2}),
             "unknown keys",
@@ -305,6 +306,13 @@ def test_the_baseline_against_itself_ties_every_pair(ckpts, tmp_path):
     # pair of them; the musical distances behind the diversity duels do differ.)
     assert out2["eval/winrate_diversity_p_ttest"] < 1.0  # (ties by the 0.02 margin may remain)
     assert out2["eval/kl_teacher"] > 1e-3
+    # Without common random numbers the same model against itself is drawn independently:
+    # its pairs differ, so the diversity duels no longer all tie exactly.
+    m3 = make(ckpts, sources=["base"], method="single", lam=None, gamma=3.0,
+              n_vendi_generations=2, win_rates=True, win_rate_resamples=49,
+              common_random_numbers=False)  # fmt: skip
+    out3 = trainer.test(m3, datamodule=_datamodule(tmp_path), verbose=False)[0]
+    assert out3["eval/winrate_diversity_p_ttest"] < 1.0
 
 
 # ------------------------------------------------------------------------ sweeps end to end
