@@ -207,7 +207,7 @@ def test_one_minus_mean_matches_numpy_and_the_diagonal_rule():
 def test_fad_reference_is_clean_and_not_the_training_corpus(tmp_path):
     policy = MusicPolicy(tiny_lm(0), encode=lambda prompts: torch.zeros(len(prompts), 384))
     audio = policy.reference_audio(6, seed=1, root=str(tmp_path))
-    pool = compose(1, 12, progress=False)
+    pool = compose(1, 48, progress=False)  # the 8x pool reference_audio draws from
     clean = [i for i, f in enumerate(pool.flawed) if not f][:6]
     assert len(clean) == 6 and clean != list(range(6))  # some flawed pieces were skipped
     tokens = torch.as_tensor(pool.tokens[clean]).long()
