@@ -92,7 +92,8 @@ def diagnose(policy: dict, embedder: Any, prompts_file: str, negative_prompt: st
 
             sweep = sweep_measurements(world, E, *judge_models, prompts, negative_prompt,
                                        n=generations, seed=s)  # fmt: skip
-            rows += judge_rows(sweep)
+            names = {r["name"] for r in rows}  # the sweep's no-CFG quality is measured above
+            rows += [r for r in judge_rows(sweep) if r["name"] not in names]
         per_seed.append(rows)
     rows = aggregate_seeds(per_seed)
     recall = artifact_metrics(e_path).get("val/recall@1")

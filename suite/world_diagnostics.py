@@ -199,6 +199,10 @@ def aggregate_seeds(per_seed: Sequence[Sequence[dict]], level: float = 0.95) -> 
     seeds' values in `detail`, and an interval verdict (module docstring)."""
     from scipy.stats import t as student_t
 
+    for rows in per_seed:
+        names = [r["name"] for r in rows]
+        if len(set(names)) != len(names):
+            raise ValueError(f"aggregate_seeds: row names repeat within a seed: {sorted(names)}")
     out = []
     for first in per_seed[0]:
         name = first["name"]

@@ -178,3 +178,5 @@ def test_seeds_aggregate_to_a_mean_and_a_t_interval_whose_verdict_needs_the_whol
     assert [r["verdict"] for r in fail] == ["FAIL", "FAIL", "info"]
     one = aggregate_seeds([rows(0.3, 0.2, 1)])  # one seed: the value against the limit
     assert [r["verdict"] for r in one] == ["FAIL", "ok", "info"] and np.isnan(one[0]["low"])
+    with pytest.raises(ValueError, match="row names repeat"):
+        aggregate_seeds([rows(0.3, 0.2, 1) * 2])
