@@ -7,7 +7,9 @@ the embedded music world; this script checks them on corpus pieces that none of 
 corpus, 20000 pieces, which holds every piece the artifacts and the students train on):
 
 - E: same-piece retrieval recall@1 (first vs second half of each piece) and the ROC AUC of
-  cosine for same versus different pieces;
+  cosine for same versus different pieces; for its misses, how often the piece it retrieved
+  instead shares each attribute with the query (`embedder_miss_same_<attr>`), next to the
+  share among all pairs of distinct pieces (`pairs_same_<attr>`): what E confuses;
 - MuLan-style scorer: text-to-audio recall@1 / @5 with the pieces' own captions, and the
   Spearman correlation of its score with the oracle's adherence on (piece, caption) pairs
   where half the captions belong to another piece;
@@ -71,6 +73,7 @@ def evaluate(embedder_path, scorer_path, preference_path, n: int = 500, skip: in
     out["embedder_recall@1"] = recall_at_k(a, b, same, 1)
     sim = a @ b.T  # [n, n]
     out["embedder_auc"] = roc_auc(sim[same], sim[~same])
+    out.update(miss_attribute_shares(sim, attrs))
 
     scorer = MuLanScorer.from_checkpoint(scorer_path).eval()
     text = default_tower().encode(list(captions))  # [n, 384]
@@ -96,6 +99,28 @@ def evaluate(embedder_path, scorer_path, preference_path, n: int = 500, skip: in
     out["preference_vs_oracle_quality_spearman"] = float(stats.spearmanr(pref, quality).statistic)
     clean, bad = pref[~flawed], pref[flawed]
     out["preference_clean_over_flawed_accuracy"] = float((clean[:, None] > bad[None, :]).mean())
+    return out
+
+
+MISS_ATTRIBUTES = ("genre", "tempo", "drums", "lead", "bass", "chords", "key", "mode", "mood")
+
+
+def miss_attribute_shares(sim: torch.Tensor, attrs: list[dict]) -> dict[str, float]:
+    """For the retrieval misses of `sim` `[n, n]` (query i's top-1 is not piece i): the share
+    whose retrieved piece has the query's value of each attribute; and the same share over
+    every ordered pair of distinct pieces (what chance would give)."""
+    n = len(attrs)
+    top = sim.argmax(dim=1).tolist()
+    misses = [(i, j) for i, j in enumerate(top) if j != i]
+    out: dict[str, float] = {"embedder_misses": float(len(misses))}
+    for key in MISS_ATTRIBUTES:
+        values = np.array([a.get(key) for a in attrs], dtype=object)
+        if all(v is None for v in values):  # an attribute these pieces do not have
+            continue
+        equal = values[:, None] == values[None, :]  # [n, n]
+        hits = [bool(equal[i, j]) for i, j in misses]
+        out[f"embedder_miss_same_{key}"] = float(np.mean(hits)) if hits else float("nan")
+        out[f"pairs_same_{key}"] = float((equal.sum() - n) / (n * (n - 1)))
     return out
 
 

@@ -50,3 +50,20 @@ def test_find_built_looks_artifacts_up_by_spec(tmp_path):
     assert artifacts.find_built("embedder", spec, root=tmp_path) == new  # newest version
     assert artifacts.find_built("embedder", {**spec, "seed": 1}, root=tmp_path) is None
     assert artifacts.find_built("scorer", spec, root=tmp_path) is None
+
+
+def test_miss_attribute_shares_count_what_the_retrieved_piece_shares():
+    import torch
+
+    from suite.audio_eval import miss_attribute_shares
+
+    attrs = [{"genre": "rock", "key": "C"}, {"genre": "rock", "key": "D"},
+             {"genre": "jazz", "key": "C"}, {"genre": "jazz", "key": "D"}]  # fmt: skip
+    sim = torch.eye(4)
+    sim[0, 1] = sim[2, 0] = 2.0  # query 0 retrieves piece 1 (same genre), query 2 piece 0 (same key)
+    out = miss_attribute_shares(sim, attrs)
+    assert out["embedder_misses"] == 2
+    assert out["embedder_miss_same_genre"] == 0.5 and out["embedder_miss_same_key"] == 0.5
+    # 12 ordered pairs of distinct pieces, 4 of them in the same genre, 4 in the same key
+    assert out["pairs_same_genre"] == pytest.approx(4 / 12) and out["pairs_same_key"] == pytest.approx(4 / 12)
+    assert "embedder_miss_same_mood" not in out  # no piece has a mood here
