@@ -31,7 +31,7 @@ and E cannot use the recording as the piece's identity (the world's fairness rul
 
 Preference pairs (`make_flawed`): a clean piece (clean recording, every step "ok") against a
 flawed rendition of the SAME piece with flaws inside a random subset of its half-bar segments
-(as the composer's, world version 3): a burst of badly recorded steps per flawed segment,
+(as the composer's, since world version 3): a burst of badly recorded steps per flawed segment,
 per-step performance flaws (early / late / dropout / detuned), and/or wrong notes (melody
 notes moved a semitone).
 
@@ -74,7 +74,7 @@ def is_clean(tokens: torch.Tensor) -> torch.Tensor:
 
 def flawed_segments(b: int, generator: torch.Generator, p: float = 0.5) -> torch.Tensor:
     """`[b, N_SEGMENTS]` bool: the half-bar segments a flawed rendition flaws, each with
-    odds `p` and at least one per piece (world version 3: flaws live in segments)."""
+    odds `p` and at least one per piece (since world version 3, flaws live in segments)."""
     seg = torch.rand(b, N_SEGMENTS, generator=generator) < p
     none = ~seg.any(dim=1)
     seg[none, torch.randint(0, N_SEGMENTS, (int(none.sum()),), generator=generator)] = True

@@ -264,7 +264,7 @@ def add_flaws(
 
     Each flawed segment draws its own kinds (at least one local flaw, so a recording effect
     never explains all of the badness; a recording burst in 60 % of them), its own severity
-    and its own recording kind. Segments are independent (world version 3): no step tells
+    and its own recording kind. Segments are independent (since world version 3): no step tells
     the model whether another segment is flawed, so CFG has to act wherever flaws may start.
     """
     segments = list(range(N_SEGMENTS)) if segments is None else sorted(set(segments))

@@ -210,7 +210,7 @@ class MusicPolicy(TokenLMPolicy):
 
         Every job trains on corpus seed 0; piece i of seed s comes from its own generator
         `default_rng([s, i])`, so another seed shares no piece with training. The pool
-        composed is eight times `size`: about a fifth of pieces are flaw-free (world 3, each
+        composed is eight times `size`: about a fifth of pieces are flaw-free (worlds 3 and 4: each
         half bar flawed with odds 1/3: (2/3) ** 4 = 0.20).
         """
         from suite.music.corpus import build_corpus
