@@ -5,7 +5,7 @@
 # Steps (default: all, in this order): students sbs gamma lerp lerp_base lerp_other
 # uniform temperature exports n_study report listen. Two jobs at a time, one torch thread each
 # (JOBS=... to change); each step prints its wall time. Needs the committed artifacts (or
-# builds them on first use) and ~2 h on 2 CPU cores.
+# builds them on first use) and ~4 h on 2 CPU cores (~2 h with SEEDS=0: one seed per student).
 # Resumable across machines: a finished step's runs are exported to
 # $STEPS_DIR/<step>.runs.csv (+ .history.csv; suite/report_store.py; commit them), a step
 # whose CSV exists is skipped (FORCE=1 reruns it), and the report step reads the CSVs, not
@@ -18,6 +18,7 @@ JOBS=${JOBS:-2}
 PAR="hydra/launcher=joblib hydra.launcher.n_jobs=$JOBS torch_threads=1 experiment=$EXP"
 STEPS=${*:-students sbs gamma lerp lerp_base lerp_other uniform temperature exports n_study report listen}
 STEPS_DIR=${STEPS_DIR:-docs/repro/steps}
+SEEDS=${SEEDS:-0,1,2}  # the students' training seeds (the merges and the side-by-side use seed 0)
 # The grids of docs/REPRODUCTION.md (2 h on 2 cores); FULL=1 runs the sweep files' own
 # grids instead (21 lambdas, gamma 1..7 x 2, 6 temperatures x 2: about 3 h more).
 if [[ ${FULL:-0} == 1 ]]; then
@@ -50,8 +51,9 @@ for step in $STEPS; do
   fi
   since_ms=$(($(date +%s) * 1000))  # the export keeps this step's runs, not an earlier try's
   case $step in
-    students)  # figures 1-2: beta 0, 5, 10, 15 (two at a time; each evaluates at step 0 too)
-      timed students $PY -m suite fit --config sweeps/beta.yaml $PAR ;;
+    students)  # figures 1-2: beta 0, 5, 10, 15 at each of $SEEDS (two at a time; each
+      # evaluates at step 0 too; 12 runs of ~18 min at one thread: ~1 h 50 min on 2 cores)
+      timed students $PY -m suite fit --config sweeps/beta.yaml seed=$SEEDS $PAR ;;
     sbs)  # figure 5, tables 2-3: the ten side-by-side pairs
       timed sbs $PY -m suite test --config sweeps/sbs.yaml $PAR ;;
     gamma)  # appendix B, figure 6: CFG on the base model, negative / unconditional prompting
