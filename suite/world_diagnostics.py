@@ -180,16 +180,8 @@ def embedder_rows(policy: MusicPolicy, embedder: nn.Module, prompts: Sequence[st
 
 def _verdict(row: dict) -> dict:
     """Fill `verdict` from a limit of the form '<= x', '> x', '>= x' (first number), else info."""
-    if "verdict" in row:
-        return row
-    limit, value = str(row.get("limit", "")), row["value"]
-    parts = limit.split()
-    if len(parts) >= 2 and parts[0] in ("<=", ">", ">=") and value == value:
-        bound = float(parts[1])
-        ok = {"<=": value <= bound, ">": value > bound, ">=": value >= bound}[parts[0]]
-        row["verdict"] = "ok" if ok else "FAIL"
-    else:
-        row["verdict"] = "info"
+    if "verdict" not in row:
+        row["verdict"] = _interval_verdict(row.get("limit", ""), row["value"], row["value"])
     return row
 
 
@@ -197,7 +189,7 @@ def aggregate_seeds(per_seed: Sequence[Sequence[dict]], level: float = 0.95) -> 
     """Rows of several seeds (same names, in the first seed's order) -> one row per name with
     the mean `value`, a t-interval `low`/`high` over seeds (NaN with one seed), `n_seeds`, the
     seeds' values in `detail`, and an interval verdict (module docstring)."""
-    from scipy.stats import t as student_t
+    from suite.report_tables import mean_interval
 
     for rows in per_seed:
         names = [r["name"] for r in rows]
@@ -206,30 +198,26 @@ def aggregate_seeds(per_seed: Sequence[Sequence[dict]], level: float = 0.95) -> 
     out = []
     for first in per_seed[0]:
         name = first["name"]
-        vals = np.array([r["value"] for rows in per_seed for r in rows if r["name"] == name], float)
-        vals = vals[np.isfinite(vals)]
-        n = len(vals)
-        mean = float(vals.mean()) if n else float("nan")
-        half = (float(student_t.ppf(0.5 + level / 2, n - 1) * vals.std(ddof=1) / np.sqrt(n))
-                if n > 1 else float("nan"))  # fmt: skip
-        details = [r.get("detail", "") for rows in per_seed for r in rows if r["name"] == name]
-        row = {"name": name, "value": mean, "low": mean - half, "high": mean + half, "n_seeds": n,
+        seen = [(float(r["value"]), r.get("detail", "")) for rows in per_seed for r in rows
+                if r["name"] == name and np.isfinite(r["value"])]  # fmt: skip
+        mean, low, high = mean_interval([v for v, _ in seen], level)
+        row = {"name": name, "value": mean, "low": low, "high": high, "n_seeds": len(seen),
                "limit": first.get("limit", ""),
-               "detail": "; ".join(f"{v:.3f}" + (f" ({d})" if d else "") for v, d in zip(vals, details))}  # fmt: skip
+               "detail": "; ".join(f"{v:.3f}" + (f" ({d})" if d else "") for v, d in seen)}  # fmt: skip
         if first.get("verdict") == "info":
             row["verdict"] = "info"
-        elif n < 2:  # one seed: the value against the limit, as `_verdict`
-            row["verdict"] = _verdict({"value": mean, "limit": row["limit"]})["verdict"]
-        else:
-            row["verdict"] = _interval_verdict(row["limit"], row["low"], row["high"])
+        else:  # one seed: the value itself against the limit
+            bounds = (low, high) if len(seen) > 1 else (mean, mean)
+            row["verdict"] = _interval_verdict(row["limit"], *bounds)
         out.append(row)
     return out
 
 
 def _interval_verdict(limit: str, low: float, high: float) -> str:
-    """'ok' when the whole interval meets the limit, 'FAIL' when none of it does, else 'unsure'."""
+    """'ok' when the whole interval [low, high] meets a limit '<= x', '> x' or '>= x', 'FAIL'
+    when none of it does, else 'unsure'; 'info' without such a limit or without a value."""
     parts = str(limit).split()
-    if len(parts) < 2 or parts[0] not in ("<=", ">", ">="):
+    if len(parts) < 2 or parts[0] not in ("<=", ">", ">=") or not (low == low and high == high):
         return "info"
     bound = float(parts[1])
     if parts[0] == "<=":

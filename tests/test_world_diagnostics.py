@@ -178,5 +178,8 @@ def test_seeds_aggregate_to_a_mean_and_a_t_interval_whose_verdict_needs_the_whol
     assert [r["verdict"] for r in fail] == ["FAIL", "FAIL", "info"]
     one = aggregate_seeds([rows(0.3, 0.2, 1)])  # one seed: the value against the limit
     assert [r["verdict"] for r in one] == ["FAIL", "ok", "info"] and np.isnan(one[0]["low"])
+    gap = {r["name"]: r for r in aggregate_seeds([rows(float("nan"), 0.2, 7), rows(0.1, 0.2, 93), rows(0.12, 0.2, 13)])}
+    assert gap["cfg_gain_share_single_position"]["n_seeds"] == 2  # a NaN seed is left out, with its detail
+    assert gap["cfg_gain_share_single_position"]["detail"] == "0.100 (position 93); 0.120 (position 13)"
     with pytest.raises(ValueError, match="row names repeat"):
         aggregate_seeds([rows(0.3, 0.2, 1) * 2])
