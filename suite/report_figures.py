@@ -1,11 +1,17 @@
 """Figures of the Pareto report: the quality-diversity plane and lambda (paper figures 1, 3, 4).
 
 - `plot_quality_diversity`: figures 1 and 3, diversity on x and quality on y: each student
-  run's training trajectory (last evaluation marked) and every evaluated front (LERP over
+  group's training trajectory (last evaluation marked) and every evaluated front (LERP over
   lambda, CFG over gamma, temperature; a single-point front such as the uniform merge as a
   cross);
 - `plot_lambda`: figure 4, quality and diversity against lambda along a LERP front with the
   dashed diagonal between its endpoints (a linear trade-off), and against gamma for CFG.
+
+Both draw the intervals the tables give (one seed is an anecdote): a student trained at
+several seeds is one line, the mean over its seeds at the evaluations they share, with its
+seeds faint behind it and the 95 % t-interval over seeds on both axes at its last point; an
+evaluated model carries the 95 % bootstrap interval over prompts its run logged
+(`<metric>_ci_low` / `_ci_high`) on both axes.
 
 Figures are matplotlib `Figure`s saved to a path (no pyplot state, no display needed).
 """
@@ -17,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from suite.report_runs import Front, Trajectory
+from suite.report_runs import Front, RunPoint, Trajectory
+from suite.report_tables import mean_interval
 
 
 def _figure(width: float, height: float, cols: int = 1):
@@ -28,29 +35,84 @@ def _figure(width: float, height: float, cols: int = 1):
     return fig, axes
 
 
+def _ci(run: RunPoint, metric: str) -> tuple[float, float]:
+    """(below, above) half-widths of the run's bootstrap interval for `metric` (0 if absent)."""
+    value = run.metrics.get(metric)
+    low, high = run.metrics.get(f"{metric}_ci_low"), run.metrics.get(f"{metric}_ci_high")
+    if value is None or low is None or high is None or not np.isfinite([low, high]).all():
+        return 0.0, 0.0
+    return max(value - low, 0.0), max(high - value, 0.0)
+
+
+def _errors(runs: Sequence[RunPoint], metric: str) -> np.ndarray | None:
+    """`[2, k]` error bars for matplotlib (below, above), or None when no run has an interval."""
+    bars = np.array([_ci(r, metric) for r in runs], dtype=np.float64).reshape(-1, 2).T
+    return bars if bars.any() else None
+
+
+def seed_groups(trajs: Sequence[Trajectory]) -> dict[str, list[Trajectory]]:
+    """Trajectories grouped by their student group (beta, N), in first-seen order."""
+    groups: dict[str, list[Trajectory]] = {}
+    for traj in trajs:
+        groups.setdefault(traj.group or traj.name, []).append(traj)
+    return groups
+
+
+def mean_trajectory(members: Sequence[Trajectory]) -> Trajectory:
+    """The seeds' mean at the evaluation steps every seed has."""
+    steps = sorted(set.intersection(*(set(t.steps) for t in members)))
+    at = [dict(zip(t.steps, zip(t.diversity, t.quality))) for t in members]
+    div = [float(np.mean([a[s][0] for a in at])) for s in steps]
+    qual = [float(np.mean([a[s][1] for a in at])) for s in steps]
+    return Trajectory(members[0].group, steps, qual, div, members[0].group)
+
+
+def _plot_students(ax, trajs: Sequence[Trajectory]) -> None:
+    for group, members in seed_groups(trajs).items():
+        if len(members) == 1:
+            traj = members[0]
+            line = ax.plot(traj.diversity, traj.quality, "-", alpha=0.5, lw=1)[0]
+            ax.plot(traj.diversity[-1:], traj.quality[-1:], "o", ms=8, color=line.get_color(),
+                    label=f"{traj.name} (training)")  # fmt: skip
+            ax.plot(traj.diversity[:-1], traj.quality[:-1], ".", color=line.get_color(), alpha=0.5)
+            continue
+        mean = mean_trajectory(members)
+        line = ax.plot(mean.diversity, mean.quality, "-", alpha=0.7, lw=1.2)[0]
+        color = line.get_color()
+        for traj in members:  # each seed, faint
+            ax.plot(traj.diversity, traj.quality, "-", color=color, alpha=0.15, lw=0.8)
+        ax.plot(mean.diversity[:-1], mean.quality[:-1], ".", color=color, alpha=0.5)
+        # The interval of the seeds' LAST evaluations (each seed's own last step).
+        d, d_lo, d_hi = mean_interval([t.diversity[-1] for t in members])
+        q, q_lo, q_hi = mean_interval([t.quality[-1] for t in members])
+        ax.errorbar([d], [q], xerr=[[d - d_lo], [d_hi - d]], yerr=[[q - q_lo], [q_hi - q]],
+                    fmt="o", ms=8, color=color, capsize=3,
+                    label=f"{group} (training, {len(members)} seeds, 95 % t-interval)")  # fmt: skip
+
+
 def plot_quality_diversity(
     path: Path, trajs: Sequence[Trajectory], fronts_: Sequence[Front], quality: str, diversity: str
 ) -> None:
-    """Figures 1 and 3: diversity on x, quality on y."""
+    """Figures 1 and 3: diversity on x, quality on y, with the intervals of the runs."""
     fig, (ax,) = _figure(7.5, 5.5)
-    for traj in trajs:
-        line = ax.plot(traj.diversity, traj.quality, "-", alpha=0.5, lw=1)[0]
-        ax.plot(traj.diversity[-1:], traj.quality[-1:], "o", ms=8, color=line.get_color(),
-                label=f"{traj.name} (training)")  # fmt: skip
-        ax.plot(traj.diversity[:-1], traj.quality[:-1], ".", color=line.get_color(), alpha=0.5)
+    _plot_students(ax, trajs)
     for front in fronts_:
+        runs = [r for r in front.runs if quality in r.metrics and diversity in r.metrics]
         xy = front.xy(quality, diversity)
         if len(xy) == 0:
             continue
+        xerr, yerr = _errors(runs, diversity), _errors(runs, quality)
         if front.varies is None:
-            ax.plot(xy[:, 0], xy[:, 1], "x", ms=11, mew=2.5, label=front.name)
+            ax.errorbar(xy[:, 0], xy[:, 1], xerr=xerr, yerr=yerr, fmt="x", ms=11, mew=2.5,
+                        capsize=2, label=front.name)  # fmt: skip
         else:
-            ax.plot(
-                xy[:, 0], xy[:, 1], "-o", ms=3.5, lw=1.5, label=f"{front.name} ({front.varies})"
-            )
+            ax.errorbar(xy[:, 0], xy[:, 1], xerr=xerr, yerr=yerr, fmt="-o", ms=3.5, lw=1.5,
+                        elinewidth=0.7, capsize=1.5, label=f"{front.name} ({front.varies})")  # fmt: skip
     ax.set_xlabel(f"diversity ({diversity})")
     ax.set_ylabel(f"quality ({quality})")
-    ax.set_title("Quality-diversity trade-off (figures 1 and 3)")
+    title = "Quality-diversity trade-off (figures 1 and 3)"
+    ax.set_title(f"{title}\nbars: 95 % intervals (models: over prompts; students: over seeds)",
+                 fontsize=10)  # fmt: skip
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
@@ -58,9 +120,10 @@ def plot_quality_diversity(
 
 
 def _against(ax, front: Front, metric: str, label: str, diagonal: bool) -> None:
-    x = np.array([r.value(front.varies) for r in front.runs if metric in r.metrics])
-    y = np.array([r.metrics[metric] for r in front.runs if metric in r.metrics])
-    ax.plot(x, y, "-o", ms=4, label=front.name)
+    runs = [r for r in front.runs if metric in r.metrics]
+    x = np.array([r.value(front.varies) for r in runs])
+    y = np.array([r.metrics[metric] for r in runs])
+    ax.errorbar(x, y, yerr=_errors(runs, metric), fmt="-o", ms=4, capsize=2, label=front.name)
     if diagonal and len(x) >= 2:  # the linear trade-off between the endpoints (figure 4)
         ax.plot([x[0], x[-1]], [y[0], y[-1]], "--", color="grey", label="diagonal")
     ax.set_xlabel(front.varies)

@@ -77,6 +77,7 @@ class Trajectory:
     steps: list[int] = field(default_factory=list)
     quality: list[float] = field(default_factory=list)
     diversity: list[float] = field(default_factory=list)
+    group: str = ""  # the student's beta (and N): seeds of one group are drawn as one line
 
 
 def mlflow_client(tracking_uri: str):
@@ -160,6 +161,17 @@ def student_label(run: RunPoint) -> str:
     return run.name
 
 
+def student_group(run: RunPoint) -> str:
+    """What a student's seeds share: its beta and, when not 2, its generations per prompt
+    (figure 10's N study trains beta 15 at N = 2, 4, 8: those are not extra seeds)."""
+    beta = next((run.params[k] for k in ("diversity.beta", "model.beta", "beta")
+                 if k in run.params), None)  # fmt: skip
+    if beta is None:
+        return run.name
+    n = run.params.get("model.n_generations", "2")
+    return f"beta={beta}" if n in ("2", "") else f"beta={beta} (N={n})"
+
+
 def trajectories(
     client, runs: Sequence[RunPoint], quality: str, diversity: str
 ) -> list[Trajectory]:
@@ -173,7 +185,7 @@ def trajectories(
         steps = sorted(set(q) & set(d))
         if steps:
             out.append(Trajectory(student_label(run), steps, [q[s] for s in steps],
-                                  [d[s] for s in steps]))  # fmt: skip
+                                  [d[s] for s in steps], student_group(run)))  # fmt: skip
     return out
 
 

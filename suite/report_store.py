@@ -31,7 +31,14 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from suite.report_runs import RunPoint, Trajectory, load_runs, mlflow_client, student_label
+from suite.report_runs import (
+    RunPoint,
+    Trajectory,
+    load_runs,
+    mlflow_client,
+    student_group,
+    student_label,
+)
 
 RUN_COLUMNS = ("run_id", "name", "start_time", "params", "metrics", "tags")
 HISTORY_COLUMNS = ("run_id", "key", "step", "value")
@@ -136,7 +143,7 @@ def trajectories_dir(folder: str | os.PathLike, runs: Sequence[RunPoint], qualit
         steps = sorted(set(q) & set(d))
         if steps:
             out.append(Trajectory(student_label(run), steps, [q[s] for s in steps],
-                                  [d[s] for s in steps]))  # fmt: skip
+                                  [d[s] for s in steps], student_group(run)))  # fmt: skip
     return out
 
 

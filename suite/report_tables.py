@@ -191,9 +191,28 @@ D2_AXES = (("eval/diversity", "E diversity"), ("eval/oracle_diversity", "oracle 
            ("eval/entropy", "entropy per token"))  # fmt: skip
 
 
+def spearman_interval(x: Sequence[float], y: Sequence[float], confidence: float = 0.95,
+                      resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of Spearman's rho over the models (pairs resampled
+    together); resamples where a measure is constant (rho undefined) are left out."""
+    xy = np.asarray([x, y], dtype=np.float64).T  # [n, 2]
+    rng = np.random.default_rng(seed)
+    rhos = []
+    for _ in range(resamples):
+        pick = xy[rng.integers(0, len(xy), len(xy))]
+        if np.ptp(pick[:, 0]) > 0 and np.ptp(pick[:, 1]) > 0:
+            rhos.append(stats.spearmanr(pick[:, 0], pick[:, 1]).statistic)
+    if len(rhos) < resamples // 2:
+        return math.nan, math.nan
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(rhos, [tail, 100 - tail])
+    return float(low), float(high)
+
+
 def d2_table(runs: Sequence[RunPoint]) -> Table:
-    """Appendix D.2: Spearman and Pearson correlation across evaluated models (one row per
-    pair of diversity measures), over the evaluator runs that logged both."""
+    """Appendix D.2: Spearman (with its 95 % bootstrap interval over models) and Pearson
+    correlation across evaluated models, one row per pair of diversity measures, over the
+    evaluator runs that logged both."""
     models = [r for r in runs if r.target.endswith("MergedEvaluator")
               and r.params.get("front") != SIDE_BY_SIDE]  # fmt: skip
     rows = []
@@ -203,12 +222,15 @@ def d2_table(runs: Sequence[RunPoint]) -> Table:
                               if ka in r.metrics and kb in r.metrics]).reshape(-1, 2)  # fmt: skip
             if len(pairs) >= 3 and np.ptp(pairs[:, 0]) > 0 and np.ptp(pairs[:, 1]) > 0:
                 rho = float(stats.spearmanr(pairs[:, 0], pairs[:, 1]).statistic)
+                low, high = spearman_interval(pairs[:, 0], pairs[:, 1])
                 r_ = float(stats.pearsonr(pairs[:, 0], pairs[:, 1]).statistic)
             else:
-                rho = r_ = math.nan
-            rows.append([na, nb, len(pairs), rho, r_])
-    return Table("Appendix D.2: diversity measures across models",
-                 ["measure_a", "measure_b", "models", "spearman", "pearson"], rows)  # fmt: skip
+                rho = low = high = r_ = math.nan
+            rows.append([na, nb, len(pairs), rho, low, high, r_])
+    return Table("Appendix D.2: diversity measures across models (Spearman with its 95 % "
+                 "bootstrap interval over models)",
+                 ["measure_a", "measure_b", "models", "spearman", "spearman_low",
+                  "spearman_high", "pearson"], rows)  # fmt: skip
 
 
 def _model_a(run: RunPoint) -> str:

@@ -330,8 +330,48 @@ def test_d2_table_correlates_diversity_measures_across_models():
     rows = {(r[0], r[1]): r for r in d2_table(runs).rows}
     row = rows[("E diversity", "oracle musical diversity")]
     assert row[2] == 4 and row[3] == pytest.approx(1.0)
-    assert row[4] == pytest.approx(stats.pearsonr(e, o).statistic)
+    assert row[4] == pytest.approx(1.0) and row[5] == pytest.approx(1.0)  # monotone: [1, 1]
+    assert row[6] == pytest.approx(stats.pearsonr(e, o).statistic)
     assert rows[("E diversity", "entropy per token")][3] == pytest.approx(stats.spearmanr(e, h).statistic)
+
+
+def test_spearman_interval_matches_scipys_paired_bootstrap():
+    """The D.2 interval against scipy.stats.bootstrap (paired, percentile) on 40 models."""
+    from scipy import stats
+
+    from suite.metrics.winrate import _RNG_KWARG
+    from suite.report_tables import spearman_interval
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=40)
+    y = 0.6 * x + 0.8 * rng.normal(size=40)
+    low, high = spearman_interval(x, y, resamples=4000)
+    ref = stats.bootstrap((x, y), lambda a, b: stats.spearmanr(a, b).statistic, paired=True,
+                          vectorized=False, method="percentile", n_resamples=4000,
+                          **{_RNG_KWARG: np.random.default_rng(0)}).confidence_interval  # fmt: skip
+    assert low < stats.spearmanr(x, y).statistic < high
+    assert (low, high) == pytest.approx((ref.low, ref.high), abs=0.04)
+    assert all(math.isnan(v) for v in spearman_interval([1, 1, 1], [1, 2, 3]))  # rho undefined
+
+
+def test_seed_groups_draw_the_mean_trajectory_and_the_prompt_intervals():
+    from suite.report_figures import _errors, mean_trajectory, seed_groups
+    from suite.report_runs import Trajectory
+
+    a = Trajectory("beta=15 (s0)", [0, 100, 300], [1.0, 2.0, 3.0], [0.1, 0.2, 0.3], "beta=15")
+    b = Trajectory("beta=15 (s1)", [0, 300], [3.0, 5.0], [0.3, 0.5], "beta=15")
+    c = Trajectory("beta=0 (s0)", [0, 300], [1.0, 1.0], [0.1, 0.1], "beta=0")
+    groups = seed_groups([a, c, b])
+    assert list(groups) == ["beta=15", "beta=0"] and groups["beta=15"] == [a, b]
+    mean = mean_trajectory(groups["beta=15"])
+    assert mean.steps == [0, 300]  # only the steps both seeds evaluated
+    assert mean.quality == pytest.approx([2.0, 4.0]) and mean.diversity == pytest.approx([0.2, 0.4])
+    evaluator = "lightning_modules.merged_eval.MergedEvaluator"
+    runs = [_point("m0", evaluator, {}, {"eval/quality": 1.0, "eval/quality_ci_low": 0.8,
+                                         "eval/quality_ci_high": 1.5}),
+            _point("m1", evaluator, {}, {"eval/quality": 2.0})]  # fmt: skip
+    assert _errors(runs, "eval/quality") == pytest.approx(np.array([[0.2, 0.0], [0.5, 0.0]]))
+    assert _errors(runs[1:], "eval/quality") is None  # no interval logged: no bars
 
 
 def test_report_from_exported_csvs_equals_the_report_from_mlflow(store, tmp_path):
