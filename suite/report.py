@@ -52,7 +52,7 @@ from pathlib import Path
 
 import numpy as np
 
-from suite.report_figures import plot_lambda, plot_quality_diversity
+from suite.report_figures import plot_lambda, plot_quality_diversity, seed_means
 from suite.report_listen import write_listen_page
 from suite.report_runs import (  # noqa: F401 (re-exported: suite.report.RunPoint, ...)
     DIVERSITY,
@@ -67,6 +67,7 @@ from suite.report_runs import (  # noqa: F401 (re-exported: suite.report.RunPoin
     load_runs,
     mlflow_client,
     one_world,
+    student_exports,
     student_label,
     trajectories,
 )
@@ -75,6 +76,7 @@ from suite.report_tables import (  # noqa: F401 (re-exported: suite.report.hyper
     RUN_PARAMS,
     Table,
     d2_table,
+    exports_table,
     hypervolume_2d,
     pareto_mask,
     runs_table,
@@ -151,14 +153,17 @@ def build_report(
         trajs = trajectories(client, runs, quality, diversity)
     fronts_ = fronts(runs)
     curves = [f for f in fronts_ if len(f.xy(quality, diversity))]
-    if not trajs and not curves:
+    exports = student_exports(runs)
+    means = seed_means(exports, quality, diversity)  # {beta: (d, q, seeds)} on the test prompts
+    if not trajs and not curves and not means:
         raise ValueError(
             f"report: no finished run of {experiment!r} logged both {quality!r} and "
             f"{diversity!r}; nothing to plot"
         )
     finals = np.array([[t.diversity[-1], t.quality[-1]] for t in trajs]).reshape(-1, 2)
+    tested = np.array([[d[0], q[0]] for d, q, _ in means.values()]).reshape(-1, 2)
     parts = [np.column_stack([t.diversity, t.quality]) for t in trajs]
-    every = np.concatenate(parts + [f.xy(quality, diversity) for f in curves])  # [k, 2]
+    every = np.concatenate(parts + [tested] + [f.xy(quality, diversity) for f in curves])  # [k, 2]
     if reference is None:  # a little below the worst point of every curve, on both axes
         low, high = every.min(axis=0), every.max(axis=0)
         span = np.where(high > low, high - low, 1.0)
@@ -167,8 +172,12 @@ def build_report(
 
     hv_rows = [[f.name, f.varies or "", len(f.xy(quality, diversity)),
                 hypervolume_2d(f.xy(quality, diversity), ref_xy)] for f in curves]  # fmt: skip
-    if len(finals):
-        hv_rows.append(["fine-tunes (final)", "beta", len(finals), hypervolume_2d(finals, ref_xy)])
+    if len(tested):  # the students on the test prompts, like the fronts: their seed means
+        hv_rows.append(["students (test prompts, seed means)", "beta", len(tested),
+                        hypervolume_2d(tested, ref_xy)])  # fmt: skip
+    if len(finals):  # their own last evaluations, on the validation prompts
+        hv_rows.append(["fine-tunes (final, validation prompts)", "beta", len(finals),
+                        hypervolume_2d(finals, ref_xy)])  # fmt: skip
     hv = Table(f"Hypervolume against the reference (diversity, quality) = "
                f"({ref_xy[0]:.4g}, {ref_xy[1]:.4g})",
                ["front", "varies", "points", "hypervolume"], hv_rows)  # fmt: skip
@@ -177,6 +186,7 @@ def build_report(
         "table2_winrate_quality": winrate_table(runs, "quality", 2),
         "table3_winrate_diversity": winrate_table(runs, "diversity", 3),
         "seeds": seeds_table(runs),
+        "students_test": exports_table(runs),
         "d2_diversity_measures": d2_table(runs),
         "hypervolume": hv,
     }
@@ -189,7 +199,8 @@ def build_report(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        plot_quality_diversity(tmp / "quality_diversity.png", trajs, curves, quality, diversity)
+        plot_quality_diversity(tmp / "quality_diversity.png", trajs, curves, quality, diversity,
+                               exports)  # fmt: skip
         if lerp is not None:
             plot_lambda(tmp / "lambda.png", lerp, cfg, quality, diversity)
         summary = [f"# Pareto report: experiment `{experiment}`" + (f", sweep `{sweep}`" if sweep else ""),

@@ -1,7 +1,8 @@
 """Figures of the Pareto report: the quality-diversity plane and lambda (paper figures 1, 3, 4).
 
 - `plot_quality_diversity`: figures 1 and 3, diversity on x and quality on y: each student
-  group's training trajectory (last evaluation marked) and every evaluated front (LERP over
+  group's training trajectory (last evaluation marked; validation prompts), the students'
+  exports on the test prompts (mean over seeds) and every evaluated front (LERP over
   lambda, CFG over gamma, temperature; a single-point front such as the uniform merge as a
   cross);
 - `plot_lambda`: figure 4, quality and diversity against lambda along a LERP front with the
@@ -90,12 +91,34 @@ def _plot_students(ax, trajs: Sequence[Trajectory]) -> None:
                     label=f"{group} (training, {len(members)} seeds, 95 % t-interval)")  # fmt: skip
 
 
+def seed_means(exports: dict[str, Sequence[RunPoint]], quality: str, diversity: str
+               ) -> dict[str, tuple[tuple[float, float, float], tuple[float, float, float], int]]:  # fmt: skip
+    """Per beta: (diversity mean, low, high), (quality mean, low, high) over the seeds'
+    exports (t-interval), and the number of seeds; betas without both metrics are left out."""
+    out = {}
+    for beta, runs in exports.items():
+        runs = [r for r in runs if quality in r.metrics and diversity in r.metrics]
+        if runs:
+            out[beta] = (mean_interval([r.metrics[diversity] for r in runs]),
+                         mean_interval([r.metrics[quality] for r in runs]), len(runs))  # fmt: skip
+    return out
+
+
+def _bar(mean: float, low: float, high: float) -> list[list[float]]:
+    return [[0.0], [0.0]] if not np.isfinite([low, high]).all() else [[mean - low], [high - mean]]
+
+
 def plot_quality_diversity(
-    path: Path, trajs: Sequence[Trajectory], fronts_: Sequence[Front], quality: str, diversity: str
+    path: Path, trajs: Sequence[Trajectory], fronts_: Sequence[Front], quality: str, diversity: str,
+    exports: dict[str, Sequence[RunPoint]] | None = None,
 ) -> None:
-    """Figures 1 and 3: diversity on x, quality on y, with the intervals of the runs."""
+    """Figures 1 and 3: diversity on x, quality on y, with the intervals of the runs.
+    `exports`: the students' exports on the test prompts by beta (`student_exports`)."""
     fig, (ax,) = _figure(7.5, 5.5)
     _plot_students(ax, trajs)
+    for beta, (d, q, n) in seed_means(exports or {}, quality, diversity).items():
+        ax.errorbar([d[0]], [q[0]], xerr=_bar(*d), yerr=_bar(*q), fmt="D", ms=7, capsize=3,
+                    mfc="none", mew=1.8, label=f"student beta={beta} (test prompts, {n} seeds)")  # fmt: skip
     for front in fronts_:
         runs = [r for r in front.runs if quality in r.metrics and diversity in r.metrics]
         xy = front.xy(quality, diversity)

@@ -36,7 +36,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from suite.report_runs import SIDE_BY_SIDE, Front, RunPoint, student_label
+from suite.report_runs import SIDE_BY_SIDE, Front, RunPoint, student_exports, student_label
 
 PAGE = "listen.html"
 FOLDER = "listen"
@@ -205,6 +205,9 @@ def write_listen_page(client, runs: Sequence[RunPoint], fronts_: Sequence[Front]
     out = Path(out)
     students = sorted((r for r in runs if _is_student(r)), key=_beta)
     groups: list[tuple[str, list[RunPoint]]] = [("Students (last evaluation)", students)]
+    tested = [r for members in student_exports(runs).values() for r in members]
+    if tested:  # each seed's export on the test prompts (the fronts' prompts)
+        groups.append(("Students on the test prompts (each training seed's export)", tested))
     groups += [(f"{f.name}" + (f" (along {f.varies})" if f.varies else ""), f.runs) for f in fronts_]
     pairs = [r for r in runs if _is_pair(r)]
     models: dict[str, Model] = {}

@@ -6,7 +6,8 @@ an experiment (optionally of one sweep; report runs excluded) as `RunPoint`s wit
 params, final metrics and tags; `trajectories` reads the students' evaluation histories
 (figure 1's lines); `fronts` groups the evaluator runs by their `front` param (else their
 `sweep` tag) and orders each front by the param that varies along it (lambda, gamma or
-temperature: figures 3 and 4). Side-by-side runs (sweeps/sbs.yaml) are no front.
+temperature: figures 3 and 4). Side-by-side runs (sweeps/sbs.yaml) are no front, nor are
+the students' exports evaluated at each training seed (`student_exports`, sweeps/exports.yaml).
 Bad input (no experiment, no finished run, an empty sweep) is a ValueError naming it.
 """
 
@@ -23,6 +24,9 @@ QUALITY = "eval/quality"
 DIVERSITY = "eval/diversity"
 FRONT_PARAMS = ("lambda", "gamma", "temperature")  # what may vary along a front
 SIDE_BY_SIDE = "side-by-side"  # the `front` of conf/eval_sbs.yaml runs: tables 2-3, not a curve
+# The `front` of conf/eval_student.yaml runs: each student's export at each training seed on
+# the test prompts; points with an interval over seeds, not a curve.
+STUDENT_EXPORTS = "students"
 FINISHED = "FINISHED"
 
 
@@ -189,6 +193,23 @@ def trajectories(
     return out
 
 
+def _beta_order(label: str) -> tuple[float, str]:
+    try:
+        return float(label), label
+    except ValueError:
+        return math.inf, label
+
+
+def student_exports(runs: Sequence[RunPoint]) -> dict[str, list[RunPoint]]:
+    """The evaluator runs of the students' exports (front `students`), grouped by beta in
+    beta order: one run per training seed, all on the test prompts."""
+    groups: dict[str, list[RunPoint]] = {}
+    for run in runs:
+        if run.params.get("front") == STUDENT_EXPORTS and not run.target.endswith("DistillStudent"):
+            groups.setdefault(run.params.get("beta", "?"), []).append(run)
+    return {beta: groups[beta] for beta in sorted(groups, key=_beta_order)}
+
+
 def fronts(runs: Sequence[RunPoint]) -> list[Front]:
     """Group the evaluator runs by their `front` param (else `sweep` tag) and order them."""
     groups: dict[str, list[RunPoint]] = {}
@@ -197,7 +218,7 @@ def fronts(runs: Sequence[RunPoint]) -> list[Front]:
             continue
         if not (run.target.endswith("MergedEvaluator") or "front" in run.params):
             continue
-        if run.params.get("front") == SIDE_BY_SIDE:
+        if run.params.get("front") in (SIDE_BY_SIDE, STUDENT_EXPORTS):
             continue
         name = run.params.get("front") or run.tags.get("sweep") or "other"
         groups.setdefault(name, []).append(run)

@@ -9,7 +9,9 @@
 - `runs_table`: every run's final metrics and placing params (runs.csv), with the
   evaluator's 95 % bootstrap intervals over prompts beside its main means;
 - `seeds_table`: the students' final numbers per beta as mean and 95 % t-interval over
-  training seeds (one seed is an anecdote);
+  training seeds (one seed is an anecdote), from their own last evaluation (validation);
+- `exports_table`: the same on the TEST prompts, from the evaluator runs of every seed's
+  export (sweeps/exports.yaml): the students' numbers a report quotes;
 - `d2_table`: appendix D.2, the correlation across evaluated models between E's diversity,
   the oracle's musical diversity (the world's stand-in for human diversity ratings) and
   the entropy per token.
@@ -26,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from suite.report_runs import SIDE_BY_SIDE, RunPoint
+from suite.report_runs import SIDE_BY_SIDE, STUDENT_EXPORTS, RunPoint, student_exports
 
 
 def hypervolume_2d(points: Sequence[Sequence[float]], reference: Sequence[float]) -> float:
@@ -187,6 +189,28 @@ def seeds_table(runs: Sequence[RunPoint]) -> Table:
                  "mean and 95 % t-interval", header, rows)  # fmt: skip
 
 
+EXPORT_METRICS = ("eval/quality", "eval/diversity", "eval/oracle_quality", "eval/oracle_diversity",
+                  "eval/oracle_adherence", "eval/mulan", "eval/preference", "eval/vendi",
+                  "eval/one_minus_mean", "eval/fad", "eval/kl_teacher", "eval/entropy")  # fmt: skip
+
+
+def exports_table(runs: Sequence[RunPoint]) -> Table:
+    """The students on the test prompts: per beta, the evaluator's numbers of each training
+    seed's export (one evaluation seed for all: common draws), mean and 95 % t-interval."""
+    rows = []
+    for beta, group in student_exports(runs).items():
+        row: list = [beta, len(group), " ".join(sorted(r.params.get("sources", "?") for r in group))]
+        for key in EXPORT_METRICS:
+            row += list(mean_interval([r.metrics.get(key) for r in group]))
+        rows.append(row)
+    header = ["beta", "seeds", "sources"]
+    for key in EXPORT_METRICS:
+        name = key.split("/", 1)[1]
+        header += [name, f"{name}_low", f"{name}_high"]
+    return Table("Students on the test prompts (the evaluator on each training seed's export): "
+                 "mean and 95 % t-interval over seeds", header, rows)  # fmt: skip
+
+
 D2_AXES = (("eval/diversity", "E diversity"), ("eval/oracle_diversity", "oracle musical diversity"),
            ("eval/entropy", "entropy per token"))  # fmt: skip
 
@@ -211,25 +235,32 @@ def spearman_interval(x: Sequence[float], y: Sequence[float], confidence: float 
 
 def d2_table(runs: Sequence[RunPoint]) -> Table:
     """Appendix D.2: Spearman (with its 95 % bootstrap interval over models) and Pearson
-    correlation across evaluated models, one row per pair of diversity measures, over the
-    evaluator runs that logged both."""
+    correlation across evaluated models, one row per scope and pair of diversity measures,
+    over the evaluator runs that logged both. Scopes: every evaluated model, and the CFG
+    sweep with the students' exports (the models the world issue's criterion names)."""
     models = [r for r in runs if r.target.endswith("MergedEvaluator")
               and r.params.get("front") != SIDE_BY_SIDE]  # fmt: skip
+    scopes = {
+        "all models": models,
+        "CFG sweep + students": [r for r in models if r.params.get("front", "").startswith("CFG(")
+                                 or r.params.get("front") == STUDENT_EXPORTS],
+    }  # fmt: skip
     rows = []
-    for i, (ka, na) in enumerate(D2_AXES):
-        for kb, nb in D2_AXES[i + 1 :]:
-            pairs = np.array([[r.metrics[ka], r.metrics[kb]] for r in models
-                              if ka in r.metrics and kb in r.metrics]).reshape(-1, 2)  # fmt: skip
-            if len(pairs) >= 3 and np.ptp(pairs[:, 0]) > 0 and np.ptp(pairs[:, 1]) > 0:
-                rho = float(stats.spearmanr(pairs[:, 0], pairs[:, 1]).statistic)
-                low, high = spearman_interval(pairs[:, 0], pairs[:, 1])
-                r_ = float(stats.pearsonr(pairs[:, 0], pairs[:, 1]).statistic)
-            else:
-                rho = low = high = r_ = math.nan
-            rows.append([na, nb, len(pairs), rho, low, high, r_])
+    for scope, members in scopes.items():
+        for i, (ka, na) in enumerate(D2_AXES):
+            for kb, nb in D2_AXES[i + 1 :]:
+                pairs = np.array([[r.metrics[ka], r.metrics[kb]] for r in members
+                                  if ka in r.metrics and kb in r.metrics]).reshape(-1, 2)  # fmt: skip
+                if len(pairs) >= 3 and np.ptp(pairs[:, 0]) > 0 and np.ptp(pairs[:, 1]) > 0:
+                    rho = float(stats.spearmanr(pairs[:, 0], pairs[:, 1]).statistic)
+                    low, high = spearman_interval(pairs[:, 0], pairs[:, 1])
+                    r_ = float(stats.pearsonr(pairs[:, 0], pairs[:, 1]).statistic)
+                else:
+                    rho = low = high = r_ = math.nan
+                rows.append([scope, na, nb, len(pairs), rho, low, high, r_])
     return Table("Appendix D.2: diversity measures across models (Spearman with its 95 % "
                  "bootstrap interval over models)",
-                 ["measure_a", "measure_b", "models", "spearman", "spearman_low",
+                 ["scope", "measure_a", "measure_b", "models", "spearman", "spearman_low",
                   "spearman_high", "pearson"], rows)  # fmt: skip
 
 

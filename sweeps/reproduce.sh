@@ -24,11 +24,11 @@ SEEDS=${SEEDS:-0,1,2}  # the students' training seeds (the merges and the side-b
 if [[ ${FULL:-0} == 1 ]]; then
   LAMBDAS=0.0,0.05,0.1,0.15,0.2,0.25,0.3,0.35,0.4,0.45,0.5,0.55,0.6,0.65,0.7,0.75,0.8,0.85,0.9,0.95,1.0
   LAMBDAS_COARSE=$LAMBDAS; GAMMA_NEG=1.0,2.0,3.0,4.0,5.0,6.0,7.0; GAMMA_UNC=2.0,3.0,4.0,5.0,6.0,7.0
-  TEMPS=0.6,0.8,0.99,1.2,1.4,1.6; EXPORTS="0 5 10 15"
+  TEMPS=0.6,0.8,0.99,1.2,1.4,1.6
 else
   LAMBDAS=0.0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0
   LAMBDAS_COARSE=0.0,0.25,0.5,0.75,1.0; GAMMA_NEG=1.0,2.0,3.0,5.0,7.0; GAMMA_UNC=2.0,3.0,5.0,7.0
-  TEMPS=0.8,0.99,1.2; EXPORTS="5 10"  # beta 0 and 15 are the LERP(0, 15) endpoints
+  TEMPS=0.8,0.99,1.2
 fi
 
 timed() {  # timed NAME CMD...: run, print the wall time
@@ -42,7 +42,7 @@ timed() {  # timed NAME CMD...: run, print the wall time
 declare -A FILTER=([students]="--sweep beta" [sbs]="--sweep sbs" [gamma]="--sweep gamma"
   [lerp]="--sweep lambda" [lerp_base]="--sweep lerp_base" [lerp_other]="--sweep lambda"
   [uniform]="--sweep uniform" [temperature]="--sweep temperature"
-  [exports]="--tag config_name=eval_temperature" [n_study]="--sweep n_study")
+  [exports]="--sweep exports" [n_study]="--sweep n_study")
 
 for step in $STEPS; do
   if [[ $step != report && $step != listen && -f $STEPS_DIR/$step.runs.csv && ${FORCE:-0} != 1 ]]; then
@@ -73,12 +73,9 @@ for step in $STEPS; do
       timed uniform $PY -m suite test --config sweeps/uniform.yaml $PAR ;;
     temperature)  # figure 3: temperature baselines on base and beta 0
       timed temperature $PY -m suite test --config sweeps/temperature.yaml temperature=$TEMPS $PAR ;;
-    exports)  # each student's export through the evaluator, like the fronts' points
-      for b in $EXPORTS; do
-        timed "export-beta$b" $PY -m suite test --config conf/eval_temperature.yaml \
-          experiment=$EXP "model.sources=[\${checkpoints}/beta$b-seed0.safetensors]" \
-          name=student-beta$b front=student-beta$b beta=$b sources=beta$b-seed0
-      done ;;
+    exports)  # every student's export at every training seed on the test prompts: the
+      # students' numbers (mean and interval over seeds), like the fronts' points
+      timed exports $PY -m suite test --config sweeps/exports.yaml student_seed=$SEEDS $PAR ;;
     n_study)  # figure 10: beta 15 with N = 2, 4, 8 at 64 generations per step
       timed n_study $PY -m suite fit --config sweeps/n_study.yaml $PAR ;;
     report)  # every figure and table from the exported steps, learned and oracle quality

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from suite.report import build_report, hypervolume_2d, main, pareto_mask
 
@@ -63,6 +64,8 @@ def test_pareto_mask():
 # ------------------------------------------------------------------------ synthetic store
 LERP = {0.0: (0.30, 4.0), 0.5: (0.45, 3.8), 1.0: (0.60, 3.0)}  # lambda: (diversity, quality)
 CFG = {1.0: (0.50, 2.0), 3.0: (0.32, 3.5), 5.0: (0.28, 3.2)}  # gamma: (diversity, quality)
+# The students' exports on the test prompts: beta: [(diversity, quality) per training seed]
+EXPORTS = {"0": [(0.30, 4.1), (0.34, 3.9), (0.32, 4.3)], "15": [(0.55, 3.0), (0.61, 2.6)]}
 
 
 def _store(tmp_path: Path, *, statuses: str = "FINISHED") -> str:
@@ -107,6 +110,12 @@ def _store(tmp_path: Path, *, statuses: str = "FINISHED") -> str:
             {"model._target_": EVALUATOR, "front": "CFG(base,negative)", "lambda": "None",
              "gamma": gamma, "temperature": 0.99},
             {"eval/quality": q, "eval/diversity": d}, {"sweep": "gamma"})  # fmt: skip
+    for beta, points in EXPORTS.items():
+        for seed, (d, q) in enumerate(points):
+            run(f"student-student_beta={beta},student_seed={seed}",
+                {"model._target_": EVALUATOR, "front": "students", "beta": beta,
+                 "sources": f"beta{beta}-seed{seed}", "lambda": "None", "gamma": 1.0},
+                {"eval/quality": q, "eval/diversity": d}, {"sweep": "exports"})  # fmt: skip
     run("uniform-seed=0", {"model._target_": EVALUATOR, "front": "Uniform(0,5,10,15)",
                            "lambda": "None", "gamma": 1.0},
         {"eval/quality": 3.9, "eval/diversity": 0.44, "eval/vendi": 2.2}, {"sweep": "uniform"})  # fmt: skip
@@ -169,9 +178,22 @@ def test_report_writes_figures_and_tables_with_the_right_numbers(store, tmp_path
     ):
         assert float(hv[name]["hypervolume"]) == pytest.approx(staircase(pts), abs=5e-3)
     assert float(hv["Uniform(0,5,10,15)"]["hypervolume"]) == pytest.approx((0.44 - 0.2) * 2.9)
-    assert float(hv["fine-tunes (final)"]["hypervolume"]) == pytest.approx(
+    assert float(hv["fine-tunes (final, validation prompts)"]["hypervolume"]) == pytest.approx(
         staircase([(0.33, 3.9), (0.58, 2.9)]), abs=5e-3
     )
+    # The students on the test prompts: each seed's export, mean and t-interval over seeds;
+    # a point of the plane (their seed means), not a front.
+    means = [tuple(np.mean(points, axis=0)) for points in EXPORTS.values()]
+    assert float(hv["students (test prompts, seed means)"]["hypervolume"]) == pytest.approx(
+        staircase(means), abs=5e-3
+    )
+    assert "students" not in hv
+    tested = {r["beta"]: r for r in _read_csv(out / "students_test.csv")}
+    assert list(tested) == ["0", "15"] and tested["15"]["sources"] == "beta15-seed0 beta15-seed1"
+    q0 = [q for _, q in EXPORTS["0"]]
+    ref_ci = stats.t.interval(0.95, 2, loc=np.mean(q0), scale=stats.sem(q0))
+    assert float(tested["0"]["quality"]) == pytest.approx(np.mean(q0))
+    assert (float(tested["0"]["quality_low"]), float(tested["0"]["quality_high"])) == pytest.approx(ref_ci)
     assert hv["LERP(0,15)"]["varies"] == "lambda" and hv["CFG(base,negative)"]["varies"] == "gamma"
     # ... and the report is a finished MLflow run with the files and the hypervolumes.
     client = mlflow.MlflowClient(tracking_uri=uri)
@@ -322,17 +344,24 @@ def test_d2_table_correlates_diversity_measures_across_models():
     from suite.report_tables import d2_table
 
     evaluator = "lightning_modules.merged_eval.MergedEvaluator"
-    e = [0.1, 0.3, 0.2, 0.5]
-    o = [0.2, 0.25, 0.22, 0.6]
-    h = [3.0, 1.0, 2.0, 0.5]
-    runs = [_point(f"m{i}", evaluator, {}, {"eval/diversity": a, "eval/oracle_diversity": b,
-                                            "eval/entropy": c}) for i, (a, b, c) in enumerate(zip(e, o, h))]  # fmt: skip
-    rows = {(r[0], r[1]): r for r in d2_table(runs).rows}
-    row = rows[("E diversity", "oracle musical diversity")]
-    assert row[2] == 4 and row[3] == pytest.approx(1.0)
-    assert row[4] == pytest.approx(1.0) and row[5] == pytest.approx(1.0)  # monotone: [1, 1]
-    assert row[6] == pytest.approx(stats.pearsonr(e, o).statistic)
-    assert rows[("E diversity", "entropy per token")][3] == pytest.approx(stats.spearmanr(e, h).statistic)
+    e = [0.1, 0.3, 0.2, 0.5, 0.4]
+    o = [0.2, 0.25, 0.22, 0.6, 0.1]
+    h = [3.0, 1.0, 2.0, 0.5, 0.7]
+    fronts = ["CFG(base,negative)", "CFG(base,negative)", "students", "students", "LERP(0,15)"]
+    runs = [_point(f"m{i}", evaluator, {"front": f}, {"eval/diversity": a, "eval/oracle_diversity": b,
+                                                      "eval/entropy": c})
+            for i, (a, b, c, f) in enumerate(zip(e, o, h, fronts))]  # fmt: skip
+    rows = {(r[0], r[1], r[2]): r for r in d2_table(runs).rows}
+    row = rows[("all models", "E diversity", "oracle musical diversity")]
+    assert row[3] == 5 and row[4] == pytest.approx(stats.spearmanr(e, o).statistic)
+    assert row[5] <= row[4] <= row[6]
+    assert row[7] == pytest.approx(stats.pearsonr(e, o).statistic)
+    assert rows[("all models", "E diversity", "entropy per token")][4] == pytest.approx(
+        stats.spearmanr(e, h).statistic)
+    # The world issue's scope: the CFG sweep and the students, not the LERP front.
+    row = rows[("CFG sweep + students", "E diversity", "oracle musical diversity")]
+    assert row[3] == 4 and row[4] == pytest.approx(1.0)
+    assert row[5] == pytest.approx(1.0) and row[6] == pytest.approx(1.0)  # monotone: [1, 1]
 
 
 def test_spearman_interval_matches_scipys_paired_bootstrap():
