@@ -21,6 +21,8 @@ reads the finished runs of an experiment and writes into `--out`:
 - `listen.html` (+ the clips it plays in `listen/`): each compared model's logged
   generations for the same test prompts side by side, with its metrics and MIDI, and the
   side-by-side pairs' two clips next to each other (suite/report_listen.py);
+- `claims`: each testable claim of the paper as a difference with its 95 % interval and
+  a verdict read off the interval alone (suite/report_claims.py);
 - the hypervolume of each front (and of the students' final points) against one common
   reference point: the area of the quality-diversity plane that the front dominates
   (both maximised), computed exactly for 2-D by a sweep over the points sorted by quality.
@@ -52,6 +54,7 @@ from pathlib import Path
 
 import numpy as np
 
+from suite.report_claims import claims_table
 from suite.report_figures import plot_lambda, plot_quality_diversity, seed_means
 from suite.report_listen import write_listen_page
 from suite.report_runs import (  # noqa: F401 (re-exported: suite.report.RunPoint, ...)
@@ -189,6 +192,7 @@ def build_report(
         "students_test": exports_table(runs),
         "d2_diversity_measures": d2_table(runs),
         "hypervolume": hv,
+        "claims": claims_table(runs, lambda_front or "LERP(0,15)"),
     }
     raw = runs_table(runs)
     lerp = pick_lambda_front(fronts_, lambda_front)
