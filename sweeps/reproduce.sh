@@ -9,7 +9,10 @@
 # Resumable across machines: a finished step's runs are exported to
 # $STEPS_DIR/<step>.runs.csv (+ .history.csv; suite/report_store.py; commit them), a step
 # whose CSV exists is skipped (FORCE=1 reruns it), and the report step reads the CSVs, not
-# the MLflow store, so a protocol can be assembled from several machines' steps.
+# the MLflow store, so a protocol can be assembled from several machines' steps. The
+# students' exports (models/beta<b>-seed<s>.*, 3 MB each) are kept beside the CSVs in
+# $STEPS_DIR/models (commit them too): the later steps merge and evaluate them, and a
+# machine that lacks them gets them back from there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -44,6 +47,25 @@ declare -A FILTER=([students]="--sweep beta" [sbs]="--sweep sbs" [gamma]="--swee
   [uniform]="--sweep uniform" [temperature]="--sweep temperature"
   [exports]="--sweep exports" [n_study]="--sweep n_study")
 
+keep_models() {  # after the students step: its exports go beside the steps' CSVs
+  mkdir -p "$STEPS_DIR/models"
+  local b s f
+  for b in 0 5 10 15; do
+    for s in ${SEEDS//,/ }; do
+      for f in beta$b-seed$s.safetensors beta$b-seed$s.json; do
+        if [[ -f models/$f ]]; then cp -p "models/$f" "$STEPS_DIR/models/"; fi
+      done
+    done
+  done
+}
+restore_models() {  # before any step: a machine that lacks the students' exports gets them
+  local f
+  for f in "$STEPS_DIR"/models/*; do
+    if [[ -f $f && $f -nt models/${f##*/} ]]; then mkdir -p models; cp -p "$f" models/; fi
+  done
+}
+
+restore_models
 for step in $STEPS; do
   if [[ $step != report && $step != listen && -f $STEPS_DIR/$step.runs.csv && ${FORCE:-0} != 1 ]]; then
     echo "== $step: done ($STEPS_DIR/$step.runs.csv exists; FORCE=1 reruns it)"
@@ -96,5 +118,6 @@ for step in $STEPS; do
   if [[ $step != report && $step != listen ]]; then  # the step finished: keep its runs where git can hold them
     $PY -m suite.report_store --experiment $EXP --step $step --out $STEPS_DIR ${FILTER[$step]} \
       --since-ms $since_ms
+    if [[ $step == students ]]; then keep_models; fi
   fi
 done
