@@ -138,6 +138,13 @@ def store(tmp_path_factory):
             {"eval/quality": 3.5 - lam, "eval/diversity": 0.3 + lam / 2, "eval/vendi": 2.0},
             [("samples", {p: _freq(n, i) for i, p in enumerate(PROMPTS)})])  # fmt: skip
     n = len(ids)
+    run("student-beta15-seed1", {"model._target_": EVALUATOR, "front": "students", "beta": "15",
+                                 "sources": "beta15-seed1",
+                                 "model.sources.0": f"{ROOT}/beta15-seed1.safetensors",
+                                 "model.method": "single", "model.lam": "None", "model.gamma": 1.0,
+                                 "model.temperature": 0.99},
+        {"eval/quality": 3.2}, [("samples", {p: _freq(n, i) for i, p in enumerate(PROMPTS)})])  # fmt: skip
+    n = len(ids)
     other = ["Male choir harmony", *PROMPTS[1:]]  # one prompt the others lack
     run("cfg-gamma=3.0", {"model._target_": EVALUATOR, "front": "CFG(base,negative)",
                           "gamma": 3.0, "model.sources.0": "base", "model.method": "single",
@@ -214,6 +221,10 @@ def test_listen_page_plays_every_model_side_by_side(store, tmp_path):
     assert {"LERP(0,15) (along lambda)", "CFG(base,negative)"} <= set(page.headings)
     cfg_rows = page.tables["CFG(base,negative)"]
     assert cfg_rows[1][1] == "no clip" and cfg_rows[2][1].endswith(".wav")
+    # The students' exports on the test prompts: a group of their own, not a front.
+    tested = page.tables["Students on the test prompts (each training seed's export)"]
+    assert tested[0][1].startswith("student-beta15-seed1") and tested[1][1].endswith(".wav")
+    assert not any(h.startswith("students") for h in page.headings)
 
 
 def test_side_by_side_pairs_put_a_next_to_b(store, tmp_path):
