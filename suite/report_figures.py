@@ -65,7 +65,8 @@ def mean_trajectory(members: Sequence[Trajectory]) -> Trajectory:
     at = [dict(zip(t.steps, zip(t.diversity, t.quality))) for t in members]
     div = [float(np.mean([a[s][0] for a in at])) for s in steps]
     qual = [float(np.mean([a[s][1] for a in at])) for s in steps]
-    return Trajectory(members[0].group, steps, qual, div, members[0].group)
+    name = members[0].group or members[0].name
+    return Trajectory(name, steps, qual, div, name)
 
 
 def _plot_students(ax, trajs: Sequence[Trajectory]) -> None:
@@ -82,10 +83,14 @@ def _plot_students(ax, trajs: Sequence[Trajectory]) -> None:
         color = line.get_color()
         for traj in members:  # each seed, faint
             ax.plot(traj.diversity, traj.quality, "-", color=color, alpha=0.15, lw=0.8)
+        if not mean.steps:  # the seeds share no evaluation step: nothing to average
+            continue
         ax.plot(mean.diversity[:-1], mean.quality[:-1], ".", color=color, alpha=0.5)
-        # The interval of the seeds' LAST evaluations (each seed's own last step).
-        d, d_lo, d_hi = mean_interval([t.diversity[-1] for t in members])
-        q, q_lo, q_hi = mean_interval([t.quality[-1] for t in members])
+        # The interval over seeds at the line's last point: the last step they all evaluated.
+        last = mean.steps[-1]
+        at = [dict(zip(t.steps, zip(t.diversity, t.quality)))[last] for t in members]
+        d, d_lo, d_hi = mean_interval([a[0] for a in at])
+        q, q_lo, q_hi = mean_interval([a[1] for a in at])
         ax.errorbar([d], [q], xerr=[[d - d_lo], [d_hi - d]], yerr=[[q - q_lo], [q_hi - q]],
                     fmt="o", ms=8, color=color, capsize=3,
                     label=f"{group} (training, {len(members)} seeds, 95 % t-interval)")  # fmt: skip
@@ -97,7 +102,8 @@ def seed_means(exports: dict[str, Sequence[RunPoint]], quality: str, diversity: 
     exports (t-interval), and the number of seeds; betas without both metrics are left out."""
     out = {}
     for beta, runs in exports.items():
-        runs = [r for r in runs if quality in r.metrics and diversity in r.metrics]
+        runs = [r for r in runs if np.isfinite([r.metrics.get(quality, np.nan),
+                                                 r.metrics.get(diversity, np.nan)]).all()]  # fmt: skip
         if runs:
             out[beta] = (mean_interval([r.metrics[diversity] for r in runs]),
                          mean_interval([r.metrics[quality] for r in runs]), len(runs))  # fmt: skip

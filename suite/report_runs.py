@@ -202,12 +202,40 @@ def _beta_order(label: str) -> tuple[float, str]:
 
 def student_exports(runs: Sequence[RunPoint]) -> dict[str, list[RunPoint]]:
     """The evaluator runs of the students' exports (front `students`), grouped by beta in
-    beta order: one run per training seed, all on the test prompts."""
-    groups: dict[str, list[RunPoint]] = {}
+    beta order: one run per training seed (its newest evaluation), on the test prompts."""
+    newest: dict[str, RunPoint] = {}  # runs come in start order: a repeat replaces
     for run in runs:
         if run.params.get("front") == STUDENT_EXPORTS and not run.target.endswith("DistillStudent"):
-            groups.setdefault(run.params.get("beta", "?"), []).append(run)
+            newest[run.params.get("sources") or run.run_id] = run
+    groups: dict[str, list[RunPoint]] = {}
+    for run in newest.values():
+        groups.setdefault(run.params.get("beta", "?"), []).append(run)
     return {beta: groups[beta] for beta in sorted(groups, key=_beta_order)}
+
+
+def model_identity(run: RunPoint) -> tuple:
+    """What model an evaluator run sampled, whatever front it was run for: a LERP at lambda
+    0 or 1 is its endpoint, CFG at gamma 1 is the plain model (any negative prompt), so the
+    base model at temperature 0.99 is one model on the CFG and the temperature fronts."""
+    sources = [s for s in (run.params.get("sources") or run.run_id).split(",") if s]
+    lam = run.value("lambda")
+    if lam in (0.0, 1.0) and len(sources) == 2:
+        sources = [sources[int(lam)]]
+        lam = None
+    gamma = run.value("gamma")
+    gamma = 1.0 if gamma is None else gamma
+    negative = run.params.get("negative_prompt", "") if gamma != 1.0 else ""
+    return (tuple(sources), lam, run.value("temperature"), gamma, negative,
+            run.params.get("method", ""))  # fmt: skip
+
+
+def distinct_models(runs: Sequence[RunPoint]) -> list[RunPoint]:
+    """One run per `model_identity` (the newest), so a model evaluated for two fronts counts
+    once in a correlation across models."""
+    newest: dict[tuple, RunPoint] = {}
+    for run in runs:
+        newest[model_identity(run)] = run
+    return list(newest.values())
 
 
 def fronts(runs: Sequence[RunPoint]) -> list[Front]:

@@ -28,7 +28,13 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from suite.report_runs import SIDE_BY_SIDE, STUDENT_EXPORTS, RunPoint, student_exports
+from suite.report_runs import (
+    SIDE_BY_SIDE,
+    STUDENT_EXPORTS,
+    RunPoint,
+    distinct_models,
+    student_exports,
+)
 
 
 def hypervolume_2d(points: Sequence[Sequence[float]], reference: Sequence[float]) -> float:
@@ -215,11 +221,18 @@ D2_AXES = (("eval/diversity", "E diversity"), ("eval/oracle_diversity", "oracle 
            ("eval/entropy", "entropy per token"))  # fmt: skip
 
 
+MIN_MODELS = 8  # fewer models give no Spearman interval: 3 rank perfectly 1 time in 6
+
+
 def spearman_interval(x: Sequence[float], y: Sequence[float], confidence: float = 0.95,
                       resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap interval of Spearman's rho over the models (pairs resampled
-    together); resamples where a measure is constant (rho undefined) are left out."""
+    together); resamples where a measure is constant (rho undefined) are left out. Below
+    `MIN_MODELS` models the bootstrap is degenerate (a perfect rank order resamples to
+    [1, 1]): (nan, nan)."""
     xy = np.asarray([x, y], dtype=np.float64).T  # [n, 2]
+    if len(xy) < MIN_MODELS:
+        return math.nan, math.nan
     rng = np.random.default_rng(seed)
     rhos = []
     for _ in range(resamples):
@@ -236,10 +249,10 @@ def spearman_interval(x: Sequence[float], y: Sequence[float], confidence: float 
 def d2_table(runs: Sequence[RunPoint]) -> Table:
     """Appendix D.2: Spearman (with its 95 % bootstrap interval over models) and Pearson
     correlation across evaluated models, one row per scope and pair of diversity measures,
-    over the evaluator runs that logged both. Scopes: every evaluated model, and the CFG
+    over the distinct models (`report_runs.distinct_models`) that logged both. Scopes: every evaluated model, and the CFG
     sweep with the students' exports (the models the world issue's criterion names)."""
-    models = [r for r in runs if r.target.endswith("MergedEvaluator")
-              and r.params.get("front") != SIDE_BY_SIDE]  # fmt: skip
+    models = distinct_models([r for r in runs if r.target.endswith("MergedEvaluator")
+                              and r.params.get("front") != SIDE_BY_SIDE])  # fmt: skip
     scopes = {
         "all models": models,
         "CFG sweep + students": [r for r in models if r.params.get("front", "").startswith("CFG(")
@@ -249,8 +262,9 @@ def d2_table(runs: Sequence[RunPoint]) -> Table:
     for scope, members in scopes.items():
         for i, (ka, na) in enumerate(D2_AXES):
             for kb, nb in D2_AXES[i + 1 :]:
-                pairs = np.array([[r.metrics[ka], r.metrics[kb]] for r in members
-                                  if ka in r.metrics and kb in r.metrics]).reshape(-1, 2)  # fmt: skip
+                pairs = np.array([[r.metrics.get(ka, math.nan), r.metrics.get(kb, math.nan)]
+                                  for r in members]).reshape(-1, 2)  # fmt: skip
+                pairs = pairs[np.isfinite(pairs).all(axis=1)]
                 if len(pairs) >= 3 and np.ptp(pairs[:, 0]) > 0 and np.ptp(pairs[:, 1]) > 0:
                     rho = float(stats.spearmanr(pairs[:, 0], pairs[:, 1]).statistic)
                     low, high = spearman_interval(pairs[:, 0], pairs[:, 1])

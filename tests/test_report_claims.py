@@ -56,11 +56,25 @@ def test_estimates_keep_the_runs_own_intervals():
     assert diff.mean == pytest.approx(0.6) and diff.se == pytest.approx(0.5)
 
 
-def test_front_is_interpolated_between_its_neighbours():
-    pts = [(0.6, Estimate(3.0, 0.2)), (0.2, Estimate(5.0, 0.1)), (0.4, Estimate(4.0, 0.1))]
-    at = front_at(pts, 0.5)
+def _e(mean: float, se: float = 0.0) -> Estimate:
+    return Estimate(mean, se)
+
+
+def test_front_is_interpolated_along_its_order_with_the_delta_method():
+    pts = [(_e(0.2), _e(5.0, 0.1)), (_e(0.4), _e(4.0, 0.1)), (_e(0.6), _e(3.0, 0.2))]  # lambda order
+    at = front_at(pts, _e(0.5))
     assert at.mean == pytest.approx(3.5) and at.se == pytest.approx(0.15)
-    assert front_at(pts, 0.7) is None and front_at(pts, 0.1) is None
+    assert front_at(pts, _e(0.7)) is None and front_at(pts, _e(0.1)) is None
+    # The compared model's diversity is uncertain: slope -5 per unit diversity adds 5 * se_d.
+    at = front_at(pts, _e(0.5, 0.02))
+    assert at.se == pytest.approx(math.hypot(0.15, 5 * 0.02))
+    # A front that folds back (diversity 0.2, 0.5, 0.3, 0.6 along lambda): the segments that
+    # reach 0.4 are (0.2-0.5), (0.5-0.3) and (0.3-0.6); the best of them counts, not a chord
+    # between points that are not neighbours along the front.
+    fold = [(_e(0.2), _e(5.0)), (_e(0.5), _e(4.0)), (_e(0.3), _e(1.0)), (_e(0.6), _e(2.0))]
+    segments = [5.0 + (0.4 - 0.2) / 0.3 * (4.0 - 5.0), 4.0 + (0.4 - 0.5) / -0.2 * (1.0 - 4.0),
+                1.0 + (0.4 - 0.3) / 0.3 * (2.0 - 1.0)]  # fmt: skip
+    assert front_at(fold, _e(0.4)).mean == pytest.approx(max(segments))
 
 
 def _world(student_q15: list[float]) -> list[RunPoint]:
@@ -99,7 +113,7 @@ def test_claims_table_rows_and_verdicts():
     assert row[7] == "holds"
     assert by[("1", "CFG gamma 3 (negative) - base", "diversity")][7] == "holds"  # lower
     # Claim 2: beta 0 at 0.91 +- a seed interval against the teacher's 0.90, margin 0.02.
-    reach = by[("2", "beta 0 - CFG gamma 3 (reaches: within 10 % of CFG's gain)", "oracle_quality")]
+    reach = by[("2", "beta 0 - CFG gamma 3 (not below by 10 % of CFG's gain)", "oracle_quality")]
     assert reach[3] == pytest.approx(0.01) and reach[6] == "> -0.02" and reach[7] == "holds"
     # Claim 4: LERP at beta 5's diversity (0.66: 0.91 -> 0.89 over 0.61 -> 0.68) minus 0.80.
     lerp = by[("4", "LERP(0,15) at beta 5's diversity - beta 5", "oracle_quality")]
@@ -123,6 +137,46 @@ def test_a_noisy_student_is_unsure_not_holds():
     (row,) = [r for r in rows if r[1] == "beta 15 - base" and r[2] == "oracle_quality"]
     assert row[4] < 0 < row[5] and row[7] == "unsure"
     assert np.isfinite(row[3])
+
+
+def test_the_newest_repeat_counts_and_a_worse_model_does_not_hold():
+    runs = _world([0.85, 0.86, 0.84])
+    # CFG gamma 3 rerun later and now worse than the base model: the newest run decides.
+    runs.append(_run("cfg3-again", {"front": "CFG(base,negative)", "gamma": "3.0"},
+                     {"eval/oracle_quality": 0.60, "eval/diversity": 0.60,
+                      "eval/oracle_diversity": 0.30}))  # fmt: skip
+    rows = claims_table(runs).rows
+    (row,) = [r for r in rows if r[0] == "1" and r[1] == "CFG gamma 3 (negative) - base"
+              and r[2] == "oracle_quality"]  # fmt: skip
+    assert row[3] == pytest.approx(-0.10) and row[7] == "does not hold"
+    # A student export evaluated twice is one seed, not two.
+    runs.append(_run("s15-0-again", {"front": "students", "beta": "15.0", "sources": "beta15-seed0"},
+                     {"eval/oracle_quality": 0.85, "eval/diversity": 0.75}))  # fmt: skip
+    rows = {(r[0], r[1], r[2]): r for r in claims_table(runs).rows}
+    assert rows[("3", "beta 15 - base", "oracle_quality")][3] == pytest.approx(0.85 - 0.70)
+
+
+def test_spearman_verdicts_need_enough_models():
+    runs = [r for r in _world([0.85, 0.86, 0.84]) if r.params.get("front") != "students"]
+    rows = [r for r in claims_table(runs).rows if r[0] == "D.2"]
+    assert rows and all(r[7] == "no interval" for r in rows)  # 3 CFG models: never "holds"
+
+
+def test_the_figure_draws_seed_groups_and_exports(tmp_path):
+    import matplotlib.image as mpimg
+
+    from suite.report_figures import plot_quality_diversity
+    from suite.report_runs import Trajectory, student_exports
+
+    runs = _world([0.85, 0.86, 0.84])
+    trajs = [Trajectory(f"beta=15 (s{i})", [0, 100, 300], [0.1, 0.2 + i, 0.3], [0.5, 0.6, 0.7 + i / 10],
+                        "beta=15") for i in range(3)]  # fmt: skip
+    trajs.append(Trajectory("beta=0 (s0)", [0, 50], [0.1, 0.2], [0.5, 0.4], "beta=0"))
+    trajs.append(Trajectory("beta=0 (s1)", [0, 60], [0.1, 0.3], [0.5, 0.45], "beta=0"))
+    path = tmp_path / "qd.png"
+    plot_quality_diversity(path, trajs, [], "eval/oracle_quality", "eval/diversity",
+                           student_exports(runs))  # fmt: skip
+    assert mpimg.imread(path).shape[0] > 100
 
 
 def test_missing_runs_leave_their_rows_out():
