@@ -89,10 +89,39 @@ class Table:
     header: list[str]
     rows: list[list]
 
+    def _merged(self) -> list[tuple[int, int | None, int | None]]:
+        """(value, low, high) column indices: `x` takes `x_low` / `x_high`, and a bare
+        `low` / `high` pair belongs to the column before it (the CSV keeps them apart)."""
+        index = {name: i for i, name in enumerate(self.header)}
+        used: set[int] = set()
+        out = []
+        for i, name in enumerate(self.header):
+            if i in used:
+                continue
+            low, high = index.get(f"{name}_low"), index.get(f"{name}_high")
+            if low is None and self.header[i + 1 : i + 3] == ["low", "high"]:
+                low, high = i + 1, i + 2
+            if low is not None and high is not None:
+                used |= {low, high}
+                out.append((i, low, high))
+            else:
+                out.append((i, None, None))
+        return out
+
     def markdown(self) -> str:
-        lines = [f"### {self.title}", "", "| " + " | ".join(self.header) + " |",
-                 "|" + "|".join("---" for _ in self.header) + "|"]  # fmt: skip
-        lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in self.rows]
+        """The table with each interval beside its value: `0.903 [0.874, 0.933]`."""
+        cols = self._merged()
+        lines = [f"### {self.title}", "", "| " + " | ".join(self.header[i] for i, _, _ in cols) + " |",
+                 "|" + "|".join("---" for _ in cols) + "|"]  # fmt: skip
+        for row in self.rows:
+            cells = []
+            for i, lo, hi in cols:
+                cell = _fmt(row[i])
+                if lo is not None and all(isinstance(row[j], int | float) and math.isfinite(row[j])
+                                          for j in (lo, hi)):  # fmt: skip
+                    cell += f" [{_fmt(row[lo])}, {_fmt(row[hi])}]"
+                cells.append(cell)
+            lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines) + "\n"
 
     def csv(self) -> str:

@@ -388,6 +388,20 @@ def test_d2_counts_a_model_evaluated_for_two_fronts_once():
         "s0", "unc1", "cfg3"]  # the newest of each identity, in first-seen order of identity
 
 
+def test_markdown_puts_each_interval_beside_its_value():
+    from suite.report_tables import Table
+
+    table = Table("t", ["model", "quality", "quality_low", "quality_high", "n", "difference", "low",
+                        "high", "verdict"],
+                  [["a", 0.9031, 0.8741, 0.9333, 3, -0.1, -0.2, 0.01, "unsure"],
+                   ["b", 0.5, math.nan, math.nan, 1, 0.2, None, None, ""]])  # fmt: skip
+    lines = table.markdown().splitlines()
+    assert lines[2] == "| model | quality | n | difference | verdict |"
+    assert lines[4] == "| a | 0.9031 [0.8741, 0.9333] | 3 | -0.1 [-0.2, 0.01] | unsure |"
+    assert lines[5] == "| b | 0.5 | 1 | 0.2 |  |"  # no interval: the value alone
+    assert table.csv().splitlines()[0].count(",") == 8  # the CSV keeps every column
+
+
 def test_spearman_interval_matches_scipys_paired_bootstrap():
     """The D.2 interval against scipy.stats.bootstrap (paired, percentile) on 40 models."""
     from scipy import stats
