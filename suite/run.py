@@ -334,6 +334,10 @@ def main(cfg: DictConfig) -> float | None:
 
         ending = exit_status(error)
         multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+        if ending is not None and multirun:
+            # The launcher reports a job's error only when the whole sweep has ended (hours
+            # later for a long one): say it now, in the job's log and on the console.
+            log.error("%s (this job of the sweep stops; the others go on)", ending[1])
         if ending is None or multirun:
             raise
         status, message = ending

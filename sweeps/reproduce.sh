@@ -65,6 +65,21 @@ restore_models() {  # before any step: a machine that lacks the students' export
   done
 }
 
+foreign_exports() {  # the students' jobs refuse to overwrite another experiment's exports
+  # (suite/preflight.py) and a sweep reports that only when it ends: check before the hours
+  $PY - "$EXP" "$SEEDS" <<'PYEOF'
+import json, pathlib, sys
+experiment, seeds = sys.argv[1], sys.argv[2].split(",")
+for beta in (0, 5, 10, 15):
+    for seed in seeds:
+        record = pathlib.Path(f"models/beta{beta}-seed{seed}.json")
+        if record.is_file():
+            owner = json.loads(record.read_text()).get("mlflow_experiment")
+            if owner not in (None, experiment):
+                print(f"  {record} (and its .safetensors): written by MLflow experiment {owner!r}")
+PYEOF
+}
+
 restore_models
 for step in $STEPS; do
   if [[ $step != report && $step != listen && -f $STEPS_DIR/$step.runs.csv && ${FORCE:-0} != 1 ]]; then
@@ -74,7 +89,14 @@ for step in $STEPS; do
   since_ms=$(($(date +%s) * 1000))  # the export keeps this step's runs, not an earlier try's
   case $step in
     students)  # figures 1-2: beta 0, 5, 10, 15 at each of $SEEDS (two at a time; each
-      # evaluates at step 0 too; 12 runs of ~18 min at one thread: ~1 h 50 min on 2 cores)
+      # evaluates at step 0 too; 12 runs of ~22 min at one thread: ~2 h 15 min on 2 cores)
+      foreign=$(foreign_exports)
+      if [[ -n $foreign ]]; then
+        echo "reproduce.sh: the students would overwrite exports of another experiment, which" \
+          "the jobs refuse; move them out of models/ first:" >&2
+        echo "$foreign" >&2
+        exit 2
+      fi
       timed students $PY -m suite fit --config sweeps/beta.yaml seed=$SEEDS $PAR ;;
     sbs)  # figure 5, tables 2-3: the ten side-by-side pairs
       timed sbs $PY -m suite test --config sweeps/sbs.yaml $PAR ;;

@@ -241,6 +241,24 @@ def test_restored_at_the_end_exports_and_another_experiment_may_not_overwrite(tm
 
 
 @pytest.mark.slow
+def test_a_refused_job_of_a_sweep_says_so_at_once_and_the_others_run(tmp_path):
+    """Hydra reports a multirun job's error only when the sweep ends: the job logs it first."""
+    export = tmp_path / "models" / "fault.safetensors"
+    first = fault(tmp_path, f"model.export_path={export}", "trainer.max_steps=2")
+    assert first.returncode == 0, first.stderr[-3000:]
+    proc = subprocess.run(
+        [*command("trainer.max_steps=2", "experiment=throwaway"), "-m",
+         f"model.export_path={export},{tmp_path}/models/other.safetensors"],
+        cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode != 0  # Hydra re-raises the refused job's error at the end
+    logs = {p.parent.name: p.read_text() for p in (tmp_path / "multirun").rglob("run.log")}
+    refused = [text for text in logs.values() if "holds the export of run" in text]
+    assert len(refused) == 1 and "(this job of the sweep stops; the others go on)" in refused[0]
+    assert (tmp_path / "models" / "other.safetensors").is_file()  # the other job ran
+
+
+@pytest.mark.slow
 def test_a_path_in_a_sweep_override_does_not_nest_checkpoint_folders(tmp_path):
     proc = subprocess.run(
         [*command("trainer.max_steps=2"), "-m", f"model.export_path={tmp_path}/x/y.pt"],
