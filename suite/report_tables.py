@@ -260,6 +260,7 @@ def spearman_interval(x: Sequence[float], y: Sequence[float], confidence: float 
     `MIN_MODELS` models the bootstrap is degenerate (a perfect rank order resamples to
     [1, 1]): (nan, nan)."""
     xy = np.asarray([x, y], dtype=np.float64).T  # [n, 2]
+    xy = xy[np.lexsort((xy[:, 1], xy[:, 0]))]  # the same models in any order: the same interval
     if len(xy) < MIN_MODELS:
         return math.nan, math.nan
     rng = np.random.default_rng(seed)
