@@ -200,6 +200,23 @@ def _student_key(run: RunPoint) -> tuple[float, int, str]:
     return order, int(n) if n.isdigit() else 0, beta if n in ("2", "") else f"{beta} (N={n})"
 
 
+def _seed_rows(lead: list[str], groups: Sequence[tuple[str, str, Sequence[RunPoint]]],
+               metrics: Sequence[str]) -> tuple[list[str], list[list]]:  # fmt: skip
+    """Header and rows of a per-group table: (label, members, runs) -> label, the number of
+    runs, members, then mean, low, high over the runs of each metric."""
+    rows = []
+    for label, members, group in groups:
+        row: list = [label, len(group), members]
+        for key in metrics:
+            row += list(mean_interval([r.metrics.get(key) for r in group]))
+        rows.append(row)
+    header = list(lead)
+    for key in metrics:
+        name = key.split("/", 1)[1]
+        header += [name, f"{name}_low", f"{name}_high"]
+    return header, rows
+
+
 def seeds_table(runs: Sequence[RunPoint]) -> Table:
     """The students' final metrics per (beta, N): seeds, then mean [low, high] per metric.
 
@@ -209,19 +226,11 @@ def seeds_table(runs: Sequence[RunPoint]) -> Table:
     for r in runs:
         if r.target.endswith("DistillStudent"):
             groups.setdefault(_student_key(r), []).append(r)
-    rows = []
-    for key in sorted(groups):
-        group = groups[key]
-        row: list = [key[2], len(group), " ".join(sorted(r.params.get("seed", "?") for r in group))]
-        for key in SEED_METRICS:
-            row += list(mean_interval([r.metrics.get(key) for r in group]))
-        rows.append(row)
-    header = ["beta", "seeds", "seed_values"]
-    for key in SEED_METRICS:
-        name = key.split("/", 1)[1]
-        header += [name, f"{name}_low", f"{name}_high"]
+    rows = [(key[2], " ".join(sorted(r.params.get("seed", "?") for r in groups[key])), groups[key])
+            for key in sorted(groups)]  # fmt: skip
+    header, body = _seed_rows(["beta", "seeds", "seed_values"], rows, SEED_METRICS)
     return Table("Students over training seeds (their last evaluation, validation split): "
-                 "mean and 95 % t-interval", header, rows)  # fmt: skip
+                 "mean and 95 % t-interval", header, body)  # fmt: skip
 
 
 EXPORT_METRICS = ("eval/quality", "eval/diversity", "eval/oracle_quality", "eval/oracle_diversity",
@@ -232,18 +241,11 @@ EXPORT_METRICS = ("eval/quality", "eval/diversity", "eval/oracle_quality", "eval
 def exports_table(runs: Sequence[RunPoint]) -> Table:
     """The students on the test prompts: per beta, the evaluator's numbers of each training
     seed's export (one evaluation seed for all: common draws), mean and 95 % t-interval."""
-    rows = []
-    for beta, group in student_exports(runs).items():
-        row: list = [beta, len(group), " ".join(sorted(r.params.get("sources", "?") for r in group))]
-        for key in EXPORT_METRICS:
-            row += list(mean_interval([r.metrics.get(key) for r in group]))
-        rows.append(row)
-    header = ["beta", "seeds", "sources"]
-    for key in EXPORT_METRICS:
-        name = key.split("/", 1)[1]
-        header += [name, f"{name}_low", f"{name}_high"]
+    rows = [(beta, " ".join(sorted(r.params.get("sources", "?") for r in group)), group)
+            for beta, group in student_exports(runs).items()]  # fmt: skip
+    header, body = _seed_rows(["beta", "seeds", "sources"], rows, EXPORT_METRICS)
     return Table("Students on the test prompts (the evaluator on each training seed's export): "
-                 "mean and 95 % t-interval over seeds", header, rows)  # fmt: skip
+                 "mean and 95 % t-interval over seeds", header, body)  # fmt: skip
 
 
 D2_AXES = (("eval/diversity", "E diversity"), ("eval/oracle_diversity", "oracle musical diversity"),
