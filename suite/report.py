@@ -66,6 +66,7 @@ from suite.report_runs import (  # noqa: F401 (re-exported: suite.report.RunPoin
     Front,
     RunPoint,
     Trajectory,
+    export_n,
     fronts,
     load_runs,
     mlflow_client,
@@ -81,6 +82,7 @@ from suite.report_tables import (  # noqa: F401 (re-exported: suite.report.hyper
     d2_table,
     exports_table,
     hypervolume_2d,
+    n_study_table,
     pareto_mask,
     runs_table,
     seeds_table,
@@ -156,7 +158,8 @@ def build_report(
         trajs = trajectories(client, runs, quality, diversity)
     fronts_ = fronts(runs)
     curves = [f for f in fronts_ if len(f.xy(quality, diversity))]
-    exports = student_exports(runs)
+    exports = {beta: group for beta, group in student_exports(runs).items()  # the beta sweep's
+               if all(export_n(r) is None for r in group)}  # (the N study: its own table)
     means = seed_means(exports, quality, diversity)  # {beta: (d, q, seeds)} on the test prompts
     if not trajs and not curves and not means:
         raise ValueError(
@@ -190,6 +193,7 @@ def build_report(
         "table3_winrate_diversity": winrate_table(runs, "diversity", 3),
         "seeds": seeds_table(runs),
         "students_test": exports_table(runs),
+        "n_study_test": n_study_table(runs),
         "d2_diversity_measures": d2_table(runs),
         "hypervolume": hv,
         "claims": claims_table(runs, lambda_front or "LERP(0,15)"),

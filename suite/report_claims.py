@@ -45,7 +45,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from suite.report_runs import RunPoint, distinct_models, student_exports
+from suite.report_runs import RunPoint, distinct_models, export_n, student_exports
 from suite.report_tables import Table, spearman_interval
 
 Z = 1.959963984540054  # the normal's 97.5 % quantile
@@ -256,7 +256,8 @@ def _d2_rows(rows: list, m: _Models) -> None:
     """D.2: E's diversity ranks models like the oracle's musical diversity (CFG sweep and
     students: the world issue asks Spearman >= 0.7)."""
     members = [r for r in m.runs if r.params.get("front", "").startswith("CFG(")]
-    members = distinct_models(members + [r for group in m.students.values() for r in group])
+    members = distinct_models(members + [r for group in m.students.values() for r in group
+                                         if export_n(r) is None])  # not the N study's
     pairs = np.array([[r.metrics.get("eval/diversity", math.nan), r.metrics.get("eval/oracle_diversity", math.nan)]
                       for r in members]).reshape(-1, 2)  # fmt: skip
     pairs = pairs[np.isfinite(pairs).all(axis=1)]

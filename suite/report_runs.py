@@ -194,22 +194,31 @@ def trajectories(
 
 
 def _beta_order(label: str) -> tuple[float, str]:
-    try:
-        return float(label), label
+    try:  # "15 (N=4)" sorts after "15"
+        return float(label.split(" ", 1)[0]), label
     except ValueError:
         return math.inf, label
 
 
+def export_n(run: RunPoint) -> str | None:
+    """The N (generations per prompt) an exported student of figure 10's N study trained
+    with (conf/eval_student.yaml's `student_n`); None for the beta sweep's students."""
+    n = run.params.get("student_n")
+    return None if n in (None, "", "None", "null") else n
+
+
 def student_exports(runs: Sequence[RunPoint]) -> dict[str, list[RunPoint]]:
     """The evaluator runs of the students' exports (front `students`), grouped by beta in
-    beta order: one run per training seed (its newest evaluation), on the test prompts."""
+    beta order: one run per training seed (its newest evaluation), on the test prompts.
+    The N study's students are groups of their own ("15 (N=4)"): not extra seeds."""
     newest: dict[str, RunPoint] = {}  # runs come in start order: a repeat replaces
     for run in runs:
         if run.params.get("front") == STUDENT_EXPORTS and not run.target.endswith("DistillStudent"):
             newest[run.params.get("sources") or run.run_id] = run
     groups: dict[str, list[RunPoint]] = {}
     for run in newest.values():
-        groups.setdefault(run.params.get("beta", "?"), []).append(run)
+        beta, n = run.params.get("beta", "?"), export_n(run)
+        groups.setdefault(beta if n is None else f"{beta} (N={n})", []).append(run)
     return {beta: groups[beta] for beta in sorted(groups, key=_beta_order)}
 
 

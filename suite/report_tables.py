@@ -33,6 +33,7 @@ from suite.report_runs import (
     STUDENT_EXPORTS,
     RunPoint,
     distinct_models,
+    export_n,
     student_exports,
 )
 
@@ -242,10 +243,35 @@ def exports_table(runs: Sequence[RunPoint]) -> Table:
     """The students on the test prompts: per beta, the evaluator's numbers of each training
     seed's export (one evaluation seed for all: common draws), mean and 95 % t-interval."""
     rows = [(beta, " ".join(sorted(r.params.get("sources", "?") for r in group)), group)
-            for beta, group in student_exports(runs).items()]  # fmt: skip
+            for beta, group in student_exports(runs).items()
+            if all(export_n(r) is None for r in group)]  # fmt: skip
     header, body = _seed_rows(["beta", "seeds", "sources"], rows, EXPORT_METRICS)
     return Table("Students on the test prompts (the evaluator on each training seed's export): "
                  "mean and 95 % t-interval over seeds", header, body)  # fmt: skip
+
+
+N_STUDY_METRICS = ("eval/quality", "eval/diversity", "eval/oracle_quality", "eval/oracle_diversity")
+
+
+def n_study_table(runs: Sequence[RunPoint]) -> Table:
+    """Figure 10 on the test prompts: each N-study student's export (beta 15 trained with N
+    generations per prompt at a constant number per step; one training seed each) with the
+    evaluator's 95 % bootstrap interval over prompts, plus its KL and entropy."""
+    exports = [r for group in student_exports(runs).values() for r in group if export_n(r)]
+    exports.sort(key=lambda r: (float(r.params.get("beta", "nan")), int(export_n(r) or 0)))
+    rows = []
+    for r in exports:
+        row: list = [export_n(r), r.params.get("beta", "?"), r.params.get("sources", "?")]
+        for key in N_STUDY_METRICS:
+            row += [r.metrics.get(key), r.metrics.get(f"{key}_ci_low"), r.metrics.get(f"{key}_ci_high")]
+        rows.append(row + [r.metrics.get("eval/kl_teacher"), r.metrics.get("eval/entropy")])
+    header = ["N", "beta", "sources"]
+    for key in N_STUDY_METRICS:
+        name = key.split("/", 1)[1]
+        header += [name, f"{name}_low", f"{name}_high"]
+    return Table("Figure 10: generations per prompt N at a constant number per step (test prompts, "
+                 "one training seed each; 95 % bootstrap interval over prompts)",
+                 header + ["kl_teacher", "entropy"], rows)  # fmt: skip
 
 
 D2_AXES = (("eval/diversity", "E diversity"), ("eval/oracle_diversity", "oracle musical diversity"),
@@ -288,7 +314,7 @@ def d2_table(runs: Sequence[RunPoint]) -> Table:
     scopes = {
         "all models": models,
         "CFG sweep + students": [r for r in models if r.params.get("front", "").startswith("CFG(")
-                                 or r.params.get("front") == STUDENT_EXPORTS],
+                                 or (r.params.get("front") == STUDENT_EXPORTS and export_n(r) is None)],
     }  # fmt: skip
     rows = []
     for scope, members in scopes.items():

@@ -3,7 +3,7 @@
 # The whole protocol of docs/REPRODUCTION.md (issue 10) on the tiny default, with the
 # suite's own commands, into the MLflow experiment `repro` (EXPERIMENT=... to change).
 # Steps (default: all, in this order): students sbs gamma lerp lerp_base lerp_other
-# uniform temperature exports n_study report listen. Two jobs at a time, one torch thread each
+# uniform temperature exports n_study n_exports report listen. Two jobs at a time, one torch thread each
 # (JOBS=... to change); each step prints its wall time. Needs the committed artifacts (or
 # builds them on first use) and ~4 h on 2 CPU cores (~2 h with SEEDS=0: one seed per student).
 # Resumable across machines: a finished step's runs are exported to
@@ -19,7 +19,7 @@ PY=${PY:-.venv/bin/python}
 EXP=${EXPERIMENT:-repro}
 JOBS=${JOBS:-2}
 PAR="hydra/launcher=joblib hydra.launcher.n_jobs=$JOBS torch_threads=1 experiment=$EXP"
-STEPS=${*:-students sbs gamma lerp lerp_base lerp_other uniform temperature exports n_study report listen}
+STEPS=${*:-students sbs gamma lerp lerp_base lerp_other uniform temperature exports n_study n_exports report listen}
 STEPS_DIR=${STEPS_DIR:-docs/repro/steps}
 SEEDS=${SEEDS:-0,1,2}  # the students' training seeds (the merges and the side-by-side use seed 0)
 # The grids of docs/REPRODUCTION.md (2 h on 2 cores); FULL=1 runs the sweep files' own
@@ -45,9 +45,9 @@ timed() {  # timed NAME CMD...: run, print the wall time
 declare -A FILTER=([students]="--sweep beta" [sbs]="--sweep sbs" [gamma]="--sweep gamma"
   [lerp]="--sweep lambda" [lerp_base]="--sweep lerp_base" [lerp_other]="--sweep lambda"
   [uniform]="--sweep uniform" [temperature]="--sweep temperature"
-  [exports]="--sweep exports" [n_study]="--sweep n_study")
+  [exports]="--sweep exports" [n_study]="--sweep n_study" [n_exports]="--sweep n_exports")
 
-keep_models() {  # after the students step: its exports go beside the steps' CSVs
+keep_models() {  # after the students and n_study steps: their exports go beside the CSVs
   mkdir -p "$STEPS_DIR/models"
   local b s f
   for b in 0 5 10 15; do
@@ -56,6 +56,9 @@ keep_models() {  # after the students step: its exports go beside the steps' CSV
         if [[ -f models/$f ]]; then cp -p "models/$f" "$STEPS_DIR/models/"; fi
       done
     done
+  done
+  for f in models/beta15-N{2,4,8}-seed0.{safetensors,json}; do  # the N study's (seed 0)
+    if [[ -f $f ]]; then cp -p "$f" "$STEPS_DIR/models/"; fi
   done
 }
 restore_models() {  # before any step: a machine that lacks the students' exports gets them
@@ -122,6 +125,8 @@ for step in $STEPS; do
       timed exports $PY -m suite test --config sweeps/exports.yaml student_seed=$SEEDS $PAR ;;
     n_study)  # figure 10: beta 15 with N = 2, 4, 8 at 64 generations per step
       timed n_study $PY -m suite fit --config sweeps/n_study.yaml $PAR ;;
+    n_exports)  # figure 10 on the test prompts: the N study's exports through the evaluator
+      timed n_exports $PY -m suite test --config sweeps/n_exports.yaml $PAR ;;
     report)  # every figure and table from the exported steps, learned and oracle quality
       timed report $PY -m suite report --runs-dir $STEPS_DIR --out docs/repro \
         --lambda-front "LERP(0,15)"
@@ -140,6 +145,6 @@ for step in $STEPS; do
   if [[ $step != report && $step != listen ]]; then  # the step finished: keep its runs where git can hold them
     $PY -m suite.report_store --experiment $EXP --step $step --out $STEPS_DIR ${FILTER[$step]} \
       --since-ms $since_ms
-    if [[ $step == students ]]; then keep_models; fi
+    if [[ $step == students || $step == n_study ]]; then keep_models; fi
   fi
 done

@@ -58,3 +58,15 @@ def test_config_composes_and_instantiates(path, tmp_path, monkeypatch):
             if group == "logger":
                 continue  # creating an MLflow logger is lazy; its settings resolved above
             hydra.utils.instantiate(spec)
+
+
+def test_the_n_study_exports_name_the_n_study_students():
+    """sweeps/n_exports.yaml evaluates what sweeps/n_study.yaml exports (beta15-N<n>-seed0),
+    and plain conf/eval_student.yaml still names the beta sweep's (beta<b>-seed<s>)."""
+    trained = compose_file(REPO / "sweeps" / "n_study.yaml", ["+n_study=n4"])
+    cfg = compose_file(REPO / "sweeps" / "n_exports.yaml", ["student_n=4"])
+    assert cfg.sources == "beta15-N4-seed0" and cfg.student_n == 4
+    assert cfg.model.sources[0].endswith("/beta15-N4-seed0.safetensors")
+    assert Path(trained.model.export_path).name == Path(cfg.model.sources[0]).name
+    plain = compose_file(REPO / "conf" / "eval_student.yaml", ["student_beta=5", "student_seed=2"])
+    assert plain.sources == "beta5-seed2" and plain.student_n is None

@@ -184,3 +184,30 @@ def test_missing_runs_leave_their_rows_out():
     rows = claims_table(runs).rows
     assert not [r for r in rows if r[0] == "5"] and [r for r in rows if r[0] == "1"]
     assert claims_table([]).rows == []
+
+
+def test_the_n_study_exports_are_their_own_groups_not_seeds():
+    """Figure 10's students (student_n set) stay out of beta 15's seeds, the claims and D.2,
+    and get their own table with each run's interval over prompts."""
+    from suite.report_runs import student_exports
+    from suite.report_tables import exports_table, n_study_table
+
+    world = _world([0.85, 0.86, 0.84])
+    n_runs = [_run(f"n{n}", {"front": "students", "beta": "15", "student_n": str(n),
+                             "sources": f"beta15-N{n}-seed0"},
+                   {"eval/oracle_quality": 0.2, "eval/diversity": 0.99 - n / 100,
+                    "eval/oracle_diversity": 0.01, "eval/quality": -n})
+              for n in (8, 2, 4)]  # fmt: skip
+    runs = world + n_runs
+    groups = student_exports(runs)
+    assert list(groups) == ["0", "5", "15", "15 (N=2)", "15 (N=4)", "15 (N=8)"]
+    assert len(groups["15"]) == 3 and [len(groups[f"15 (N={n})"]) for n in (2, 4, 8)] == [1, 1, 1]
+    # The claims and D.2 read the same as without the N study (its outliers would move them).
+    assert claims_table(runs).rows == claims_table(world).rows
+    assert [r[0] for r in exports_table(runs).rows] == ["0", "5", "15"]
+    table = n_study_table(runs)
+    assert [r[0] for r in table.rows] == ["2", "4", "8"]
+    col = table.header.index("diversity")
+    row2 = table.rows[0]
+    assert row2[col: col + 3] == pytest.approx([0.97, 0.96, 0.98])
+    assert n_study_table(world).rows == []
