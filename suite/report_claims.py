@@ -24,8 +24,9 @@ given diversity is the linear interpolation along the front (consecutive points 
 of its lambda) on the segment that contains that diversity, the best such segment where the
 front folds back; its se is interpolated alike, and the uncertainty of the diversities
 (the compared model's and the front's) enters through the segment's slope (delta method:
-`se^2 += slope^2 * (se_d_model^2 + se_d_front^2)`). The paired per-prompt duels of tables 2-3 (`sbs` runs)
-are the sharper test for the paper's side-by-side pairs.
+`se^2 += slope^2 * (se_d_model^2 + se_d_front^2)`). Claim 7 reads the paired per-prompt duels of tables 2-3 (`sbs`
+runs: one duel per prompt, the run's bootstrap interval of the win rate over prompts); its
+"ties" are read as equivalence, the win rate's interval inside 0.5 +- 0.1.
 
 "Reaches" (beta 0's quality against its CFG teacher, the uniform merge against the front) is
 read as non-inferiority: the difference must be above minus 10 % of CFG's own quality gain
@@ -205,6 +206,7 @@ def claims_table(runs: Sequence[RunPoint], lambda_front: str = "LERP(0,15)") -> 
         _row(rows, "3", "beta 15 - base", q, _diff(m.student("15", q), run_estimate(base, q)), ">", 0)
     _front_rows(rows, m, base, cfg3, lambda_front)
     _diagonal_rows(rows, m, lambda_front)
+    _sbs_rows(rows, m)
     _d2_rows(rows, m)
     return Table("The paper's claims as differences with 95 % intervals (suite/report_claims.py)",
                  ["claim", "comparison", "metric", "difference", "low", "high", "expected",
@@ -250,6 +252,32 @@ def _diagonal_rows(rows: list, m: _Models, lambda_front: str) -> None:
                  metric, e5.minus(diag), "within", 0.1 * abs(e1.mean - e0.mean))  # fmt: skip
         else:
             _row(rows, "5", f"{lambda_front} at lambda 0.5 - the diagonal", metric, e5.minus(diag), ">", 0)
+
+
+# Claim 7 (section 5.3, tables 2-3): the side-by-side pairs it names, as (pair run, the
+# model whose win rate is read, A or B, metric, what it expects of win rate - 0.5). A tie
+# is read as equivalence: the win rate's interval inside 0.5 +- TIE_MARGIN (fixed before
+# the runs; the paper's own ties are 0.485-0.505).
+TIE_MARGIN = 0.1
+SBS_CLAIMS = (("cfg_beta0", "beta 0", "B", "quality", "within"),
+              ("cfg_lerp", "LERP(0,15)", "B", "quality", "within"),
+              ("cfg_lerp", "LERP(0,15)", "B", "diversity", ">"))  # fmt: skip
+
+
+def _sbs_rows(rows: list, m: _Models) -> None:
+    """Claim 7 from the paired per-prompt duels of the `sbs` runs (one duel per prompt, the
+    run's own bootstrap interval of the win rate over prompts)."""
+    for pair, who, side, kind, expect in SBS_CLAIMS:
+        run = next((r for r in reversed(m.runs) if r.params.get("pair") == pair), None)
+        est = run_estimate(run, f"eval/winrate_{kind}")
+        if est is None:
+            continue
+        if side == "B":  # the run logs model A's win rate; B's is its complement
+            est = Estimate(1.0 - est.mean, est.se)
+        what = f"{who} vs CFG gamma 3 side by side: {who}'s win rate - 0.5"
+        what += " (a tie: within 0.1)" if expect == "within" else ""
+        _row(rows, "7", what, f"winrate_{kind}", Estimate(est.mean - 0.5, est.se), expect,
+             TIE_MARGIN if expect == "within" else 0.0)  # fmt: skip
 
 
 def _d2_rows(rows: list, m: _Models) -> None:

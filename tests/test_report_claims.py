@@ -211,3 +211,21 @@ def test_the_n_study_exports_are_their_own_groups_not_seeds():
     row2 = table.rows[0]
     assert row2[col: col + 3] == pytest.approx([0.97, 0.96, 0.98])
     assert n_study_table(world).rows == []
+
+
+def test_claim_7_reads_model_b_of_the_side_by_side_runs():
+    """The sbs runs log model A's (CFG's) win rate; claim 7 is about B (beta 0, LERP)."""
+    sbs = [_run("sbs-pair=cfg_beta0", {"front": "side-by-side", "pair": "cfg_beta0"},
+                {"eval/winrate_quality": 0.48}, half=0.03),
+           _run("sbs-pair=cfg_lerp", {"front": "side-by-side", "pair": "cfg_lerp"},
+                {"eval/winrate_quality": 0.58, "eval/winrate_diversity": 0.35}, half=0.05)]  # fmt: skip
+    rows = [r for r in claims_table(_world([0.85, 0.86, 0.84]) + sbs).rows if r[0] == "7"]
+    by = {(r[1].split(" ")[0], r[2]): r for r in rows}
+    tie = by[("beta", "winrate_quality")]  # 1 - 0.48 - 0.5 = +0.02, +-0.03: inside +-0.1
+    assert tie[3] == pytest.approx(0.02) and tie[4:6] == pytest.approx([-0.01, 0.05])
+    assert tie[6] == "within +-0.1" and tie[7] == "holds"
+    lerp_q = by[("LERP(0,15)", "winrate_quality")]  # -0.08 +- 0.05 straddles -0.1
+    assert lerp_q[3] == pytest.approx(-0.08) and lerp_q[7] == "unsure"
+    lerp_d = by[("LERP(0,15)", "winrate_diversity")]  # LERP wins 0.65 +- 0.05
+    assert lerp_d[3] == pytest.approx(0.15) and lerp_d[7] == "holds"
+    assert not [r for r in claims_table(_world([0.85, 0.86, 0.84])).rows if r[0] == "7"]
