@@ -274,8 +274,10 @@ def n_study_table(runs: Sequence[RunPoint]) -> Table:
                  header + ["kl_teacher", "entropy"], rows)  # fmt: skip
 
 
+# Vendi comes from E's Gram matrix like E diversity (claim 6 agrees by construction): its
+# rows against the oracle and the entropy are the independent checks of it.
 D2_AXES = (("eval/diversity", "E diversity"), ("eval/oracle_diversity", "oracle musical diversity"),
-           ("eval/entropy", "entropy per token"))  # fmt: skip
+           ("eval/entropy", "entropy per token"), ("eval/vendi", "Vendi (E)"))  # fmt: skip
 
 
 MIN_MODELS = 8  # fewer models give no Spearman interval: 3 rank perfectly 1 time in 6

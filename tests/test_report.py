@@ -347,10 +347,11 @@ def test_d2_table_correlates_diversity_measures_across_models():
     e = [0.1, 0.3, 0.2, 0.5, 0.4]
     o = [0.2, 0.25, 0.22, 0.6, 0.1]
     h = [3.0, 1.0, 2.0, 0.5, 0.7]
+    v = [1.5, 3.5, 2.5, 5.5, 4.5]  # Vendi ranks the models like E's 1 - mean
     fronts = ["CFG(base,negative)", "CFG(base,negative)", "students", "students", "LERP(0,15)"]
     runs = [_point(f"m{i}", evaluator, {"front": f}, {"eval/diversity": a, "eval/oracle_diversity": b,
-                                                      "eval/entropy": c})
-            for i, (a, b, c, f) in enumerate(zip(e, o, h, fronts))]  # fmt: skip
+                                                      "eval/entropy": c, "eval/vendi": w})
+            for i, (a, b, c, w, f) in enumerate(zip(e, o, h, v, fronts))]  # fmt: skip
     rows = {(r[0], r[1], r[2]): r for r in d2_table(runs).rows}
     row = rows[("all models", "E diversity", "oracle musical diversity")]
     assert row[3] == 5 and row[4] == pytest.approx(stats.spearmanr(e, o).statistic)
@@ -358,6 +359,9 @@ def test_d2_table_correlates_diversity_measures_across_models():
     assert row[7] == pytest.approx(stats.pearsonr(e, o).statistic)
     assert rows[("all models", "E diversity", "entropy per token")][4] == pytest.approx(
         stats.spearmanr(e, h).statistic)
+    assert rows[("all models", "E diversity", "Vendi (E)")][4] == pytest.approx(1.0)
+    assert rows[("all models", "oracle musical diversity", "Vendi (E)")][4] == pytest.approx(
+        stats.spearmanr(o, v).statistic)
     # The world issue's scope: the CFG sweep and the students, not the LERP front.
     row = rows[("CFG sweep + students", "E diversity", "oracle musical diversity")]
     assert row[3] == 4 and row[4] == pytest.approx(1.0)
