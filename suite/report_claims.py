@@ -152,11 +152,13 @@ class _Models:
     def student(self, beta: str, metric: str) -> Estimate | None:
         return seeds_estimate(self.students.get(beta, []), metric)
 
-    def points(self, name: str, quality: str, diversity: str) -> list[tuple[Estimate, Estimate]]:
-        """(diversity, quality) of a front's runs in lambda order, one per lambda (newest)."""
+    def points(self, name: str, quality: str, diversity: str,
+               along: str = "lambda") -> list[tuple[Estimate, Estimate]]:  # fmt: skip
+        """(diversity, quality) of a front's runs in the order of `along` (lambda, or gamma
+        for a CFG front), one per value (the newest)."""
         newest: dict[float | None, RunPoint] = {}
         for r in self.front(name):
-            newest[r.value("lambda")] = r
+            newest[r.value(along)] = r
         order = sorted(newest, key=lambda lam: (lam is None, lam or 0.0))
         out = []
         for lam in order:
@@ -215,7 +217,10 @@ def claims_table(runs: Sequence[RunPoint], lambda_front: str = "LERP(0,15)") -> 
 
 def _front_rows(rows: list, m: _Models, base, cfg3, lambda_front: str) -> None:
     """Claim 4: LERP(0, 15) beats the intermediate betas and CFG; LERP(0, base) beats CFG;
-    the uniform merge is on or above the front."""
+    the uniform merge is on or above the front. "Beats CFG" is read twice: the LERP front
+    against CFG gamma 3 at gamma 3's diversity (or, when the whole front is more diverse,
+    its least diverse point against gamma 3: then it dominates), and each LERP at lambda
+    0.5 against the CFG front (negative prompting, in gamma order) at its diversity."""
     d = "eval/diversity"
     for q in QUALITIES:
         front = m.points(lambda_front, q, d)
@@ -226,9 +231,29 @@ def _front_rows(rows: list, m: _Models, base, cfg3, lambda_front: str) -> None:
                      _diff(front_at(front, sd), s), ">", 0)  # fmt: skip
         cfg_d = run_estimate(cfg3, d)
         if cfg_d is not None:
+            seen: set[tuple[float, float]] = set()  # one row for a point both fronts share
             for name in (lambda_front, "LERP(0,base)"):
-                _row(rows, "4", f"{name} at CFG gamma 3's diversity - CFG gamma 3", q,
-                     _diff(front_at(m.points(name, q, d), cfg_d), run_estimate(cfg3, q)), ">", 0)  # fmt: skip
+                pts = m.points(name, q, d)
+                at = front_at(pts, cfg_d)
+                if at is not None:
+                    _row(rows, "4", f"{name} at CFG gamma 3's diversity - CFG gamma 3", q,
+                         _diff(at, run_estimate(cfg3, q)), ">", 0)  # fmt: skip
+                elif pts and min(p[0].mean for p in pts) > cfg_d.mean:  # the whole front is
+                    # more diverse than CFG: it dominates CFG if its least diverse point has
+                    # the higher quality (LERP's lambda 0 is beta 0, shared by both LERPs)
+                    low = min(pts, key=lambda p: p[0].mean)
+                    if (low[0].mean, low[1].mean) in seen:
+                        continue
+                    seen.add((low[0].mean, low[1].mean))
+                    _row(rows, "4", f"{name}'s least diverse point (more diverse than CFG gamma 3) "
+                         "- CFG gamma 3", q, _diff(low[1], run_estimate(cfg3, q)), ">", 0)  # fmt: skip
+        cfg_front = m.points("CFG(base,negative)", q, d, along="gamma")
+        for name in (lambda_front, "LERP(0,base)"):  # figure 3: the merge above the CFG front
+            mid = m.lerp(name, 0.5)
+            mid_d, mid_q = run_estimate(mid, d), run_estimate(mid, q)
+            if mid_d is not None and mid_q is not None:
+                _row(rows, "4", f"{name} at lambda 0.5 - the CFG front at its diversity", q,
+                     _diff(mid_q, front_at(cfg_front, mid_d)), ">", 0)  # fmt: skip
         uniform = next(reversed(m.front("Uniform(0,5,10,15)")), None)
         gain = _diff(run_estimate(cfg3, q), run_estimate(base, q))
         uni_d = run_estimate(uniform, d)

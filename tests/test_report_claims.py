@@ -119,6 +119,14 @@ def test_claims_table_rows_and_verdicts():
     lerp = by[("4", "LERP(0,15) at beta 5's diversity - beta 5", "oracle_quality")]
     assert lerp[3] == pytest.approx(0.91 + (0.66 - 0.61) / 0.07 * (0.89 - 0.91) - 0.80)
     assert lerp[7] == "holds"
+    # LERP(0,15) is more diverse than CFG everywhere (0.61 > 0.60): its lambda-0 end against
+    # CFG; at lambda 0.5 (0.68, 0.89) against the CFG front between gamma 1 and gamma 3.
+    end = by[("4", "LERP(0,15)'s least diverse point (more diverse than CFG gamma 3) - CFG gamma 3",
+              "oracle_quality")]  # fmt: skip
+    assert end[3] == pytest.approx(0.01)
+    mid = by[("4", "LERP(0,15) at lambda 0.5 - the CFG front at its diversity", "oracle_quality")]
+    assert mid[3] == pytest.approx(0.89 - (0.70 + (0.68 - 0.75) / (0.60 - 0.75) * 0.20))
+    assert mid[7] == "holds"
     # Claim 5: quality above the diagonal at lambda 0.5: 0.89 - (0.91 + 0.85) / 2 = 0.01.
     above = by[("5", "LERP(0,15) at lambda 0.5 - the diagonal", "oracle_quality")]
     assert above[3] == pytest.approx(0.01)
