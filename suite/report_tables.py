@@ -311,12 +311,15 @@ def d2_table(runs: Sequence[RunPoint]) -> Table:
     correlation across evaluated models, one row per scope and pair of diversity measures,
     over the distinct models (`report_runs.distinct_models`) that logged both. Scopes: every evaluated model, and the CFG
     sweep with the students' exports (the models the world issue's criterion names)."""
-    models = distinct_models([r for r in runs if r.target.endswith("MergedEvaluator")
-                              and r.params.get("front") != SIDE_BY_SIDE])  # fmt: skip
+    evaluated = [r for r in runs if r.target.endswith("MergedEvaluator")
+                 and r.params.get("front") != SIDE_BY_SIDE]  # fmt: skip
+    # Each scope picks its runs first and then drops repeats of a model: deduplicating
+    # first could keep a student's LERP-endpoint twin and drop the student from its scope.
     scopes = {
-        "all models": models,
-        "CFG sweep + students": [r for r in models if r.params.get("front", "").startswith("CFG(")
-                                 or (r.params.get("front") == STUDENT_EXPORTS and export_n(r) is None)],
+        "all models": distinct_models(evaluated),
+        "CFG sweep + students": distinct_models(
+            [r for r in evaluated if r.params.get("front", "").startswith("CFG(")
+             or (r.params.get("front") == STUDENT_EXPORTS and export_n(r) is None)]),
     }  # fmt: skip
     rows = []
     for scope, members in scopes.items():

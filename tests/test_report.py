@@ -392,6 +392,28 @@ def test_d2_counts_a_model_evaluated_for_two_fronts_once():
         "s0", "unc1", "cfg3"]  # the newest of each identity, in first-seen order of identity
 
 
+def test_d2_scopes_keep_a_student_whose_lerp_twin_came_later():
+    """The students' scope must not lose beta 0 because LERP(0,15) at lambda 0, the same
+    model, was evaluated after it (the reproduction runs the exports before the LERPs)."""
+    from suite.report_tables import d2_table
+
+    evaluator = "lightning_modules.merged_eval.MergedEvaluator"
+    common = {"gamma": "1.0", "temperature": "0.99", "method": "single"}
+    runs = [_point(f"cfg{g}", evaluator, {"front": "CFG(base,negative)", "gamma": str(g),
+                                          "temperature": "0.99", "sources": "base"},
+                   {"eval/diversity": d, "eval/oracle_diversity": d / 2})
+            for g, d in ((1.0, 0.74), (2.0, 0.66), (3.0, 0.61))]  # fmt: skip
+    runs.append(_point("s0", evaluator, {"front": "students", "lambda": "None", **common,
+                                         "sources": "beta0-seed0"},
+                       {"eval/diversity": 0.64, "eval/oracle_diversity": 0.32}))  # fmt: skip
+    runs.append(_point("lerp0", evaluator, {"front": "LERP(0,15)", "lambda": "0.0", **common,
+                                            "sources": "beta0-seed0,beta15-seed0"},
+                       {"eval/diversity": 0.64, "eval/oracle_diversity": 0.32}))  # fmt: skip
+    rows = {(r[0], r[1], r[2]): r for r in d2_table(runs).rows}
+    assert rows[("CFG sweep + students", "E diversity", "oracle musical diversity")][3] == 4
+    assert rows[("all models", "E diversity", "oracle musical diversity")][3] == 4
+
+
 def test_markdown_puts_each_interval_beside_its_value():
     from suite.report_tables import Table
 
