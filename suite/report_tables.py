@@ -311,8 +311,10 @@ def d2_table(runs: Sequence[RunPoint]) -> Table:
     correlation across evaluated models, one row per scope and pair of diversity measures,
     over the distinct models (`report_runs.distinct_models`) that logged both. Scopes: every evaluated model, and the CFG
     sweep with the students' exports (the models the world issue's criterion names)."""
+    # Not the N study's exports: its N = 2 student is the beta sweep's seed-0 beta 15 (the
+    # same config and seed: the same weights) under another name, so it would count twice.
     evaluated = [r for r in runs if r.target.endswith("MergedEvaluator")
-                 and r.params.get("front") != SIDE_BY_SIDE]  # fmt: skip
+                 and r.params.get("front") != SIDE_BY_SIDE and export_n(r) is None]  # fmt: skip
     # Each scope picks its runs first and then drops repeats of a model: deduplicating
     # first could keep a student's LERP-endpoint twin and drop the student from its scope.
     scopes = {

@@ -198,7 +198,7 @@ def test_the_n_study_exports_are_their_own_groups_not_seeds():
     """Figure 10's students (student_n set) stay out of beta 15's seeds, the claims and D.2,
     and get their own table with each run's interval over prompts."""
     from suite.report_runs import student_exports
-    from suite.report_tables import exports_table, n_study_table
+    from suite.report_tables import d2_table, exports_table, n_study_table
 
     world = _world([0.85, 0.86, 0.84])
     n_runs = [_run(f"n{n}", {"front": "students", "beta": "15", "student_n": str(n),
@@ -213,6 +213,7 @@ def test_the_n_study_exports_are_their_own_groups_not_seeds():
     # The claims and D.2 read the same as without the N study (its outliers would move them).
     assert claims_table(runs).rows == claims_table(world).rows
     assert [r[0] for r in exports_table(runs).rows] == ["0", "5", "15"]
+    assert d2_table(runs).rows == d2_table(world).rows  # N = 2 is beta 15 seed 0 renamed
     table = n_study_table(runs)
     assert [r[0] for r in table.rows] == ["2", "4", "8"]
     col = table.header.index("diversity")
