@@ -165,15 +165,23 @@ def student_label(run: RunPoint) -> str:
     return run.name
 
 
+def student_n(run: RunPoint) -> str | None:
+    """A trained student's generations per prompt N when it is not one of the beta sweep's
+    seeds: a run of figure 10's N study (tag sweep=n_study; its N = 2 run has the sweep's
+    own config, so only the tag tells it apart) or any N other than 2."""
+    n = run.params.get("model.n_generations", "2") or "2"
+    return n if n != "2" or run.tags.get("sweep") == "n_study" else None
+
+
 def student_group(run: RunPoint) -> str:
-    """What a student's seeds share: its beta and, when not 2, its generations per prompt
-    (figure 10's N study trains beta 15 at N = 2, 4, 8: those are not extra seeds)."""
+    """What a student's seeds share: its beta and, for the N study, its generations per
+    prompt (figure 10 trains beta 15 at N = 2, 4, 8: those are not extra seeds)."""
     beta = next((run.params[k] for k in ("diversity.beta", "model.beta", "beta")
                  if k in run.params), None)  # fmt: skip
     if beta is None:
         return run.name
-    n = run.params.get("model.n_generations", "2")
-    return f"beta={beta}" if n in ("2", "") else f"beta={beta} (N={n})"
+    n = student_n(run)
+    return f"beta={beta}" if n is None else f"beta={beta} (N={n})"
 
 
 def trajectories(

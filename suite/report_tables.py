@@ -35,6 +35,7 @@ from suite.report_runs import (
     distinct_models,
     export_n,
     student_exports,
+    student_n,
 )
 
 
@@ -190,15 +191,15 @@ SEED_METRICS = ("eval/quality", "eval/diversity", "eval/oracle_quality", "eval/o
 
 
 def _student_key(run: RunPoint) -> tuple[float, int, str]:
-    """(beta, N, label): students group by beta AND generations per prompt (figure 10's N
-    study trains beta 15 at N = 2, 4, 8; those are not extra seeds of the beta sweep)."""
+    """(beta, N, label): students group by beta AND, for the N study, generations per prompt
+    (`report_runs.student_n`: figure 10's runs are not extra seeds of the beta sweep)."""
     beta = run.params.get("beta", run.params.get("model.beta", "?"))
-    n = run.params.get("model.n_generations", "2")
+    n = student_n(run)
     try:
         order = float(beta)
     except ValueError:
         order = math.inf
-    return order, int(n) if n.isdigit() else 0, beta if n in ("2", "") else f"{beta} (N={n})"
+    return order, int(n) if n and n.isdigit() else 0, beta if n is None else f"{beta} (N={n})"
 
 
 def _seed_rows(lead: list[str], groups: Sequence[tuple[str, str, Sequence[RunPoint]]],

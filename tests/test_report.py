@@ -327,8 +327,12 @@ def test_seeds_table_gives_the_t_interval_over_seeds():
     runs.append(_point("beta0-s0", student, {"beta": "0", "seed": "0"}, {"eval/quality": 1.0}))
     runs.append(_point("beta15-N4", student, {"beta": "15", "seed": "0", "model.n_generations": "4"},
                        {"eval/quality": 9.0}))  # figure 10's N study: not a seed of beta 15
+    n2 = _point("beta15-N2", student, {"beta": "15", "seed": "0", "model.n_generations": "2"},
+                {"eval/quality": 7.0})  # fmt: skip
+    n2.tags["sweep"] = "n_study"  # the N study's N = 2: the sweep's config, told by its tag
+    runs.append(n2)
     table = seeds_table(runs)
-    assert [row[0] for row in table.rows] == ["0", "15", "15 (N=4)"]
+    assert [row[0] for row in table.rows] == ["0", "15", "15 (N=2)", "15 (N=4)"]
     row = dict(zip(table.header, table.rows[1]))
     ref = stats.t.interval(0.95, 2, loc=np.mean(q), scale=stats.sem(q))
     assert row["seeds"] == 3 and row["quality"] == pytest.approx(np.mean(q))
