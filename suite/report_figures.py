@@ -120,7 +120,7 @@ def plot_quality_diversity(
 ) -> None:
     """Figures 1 and 3: diversity on x, quality on y, with the intervals of the runs.
     `exports`: the students' exports on the test prompts by beta (`student_exports`)."""
-    fig, (ax,) = _figure(7.5, 5.5)
+    fig, (ax,) = _figure(8.0, 5.5)
     _plot_students(ax, trajs)
     for beta, (d, q, n) in seed_means(exports or {}, quality, diversity).items():
         ax.errorbar([d[0]], [q[0]], xerr=_bar(*d), yerr=_bar(*q), fmt="D", ms=7, capsize=3,
@@ -143,9 +143,10 @@ def plot_quality_diversity(
     ax.set_title(f"{title}\nbars: 95 % intervals (models: over prompts; students: over seeds)",
                  fontsize=10)  # fmt: skip
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
+    # Beside the axes, not on them: with a dozen fronts no corner of the plot is empty.
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, bbox_inches="tight")
 
 
 def _against(ax, front: Front, metric: str, label: str, diagonal: bool) -> None:
