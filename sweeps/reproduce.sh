@@ -5,7 +5,7 @@
 # Steps (default: all, in this order): students sbs gamma lerp lerp_base lerp_other
 # uniform temperature exports n_study n_exports report listen. Two jobs at a time, one torch thread each
 # (JOBS=... to change); each step prints its wall time. Needs the committed artifacts (or
-# builds them on first use) and ~4 h on 2 CPU cores (~2 h with SEEDS=0: one seed per student).
+# builds them on first use) and ~4 h 20 min on 2 CPU cores (~2 h with SEEDS=0: one seed per student).
 # Resumable across machines: a finished step's runs are exported to
 # $STEPS_DIR/<step>.runs.csv (+ .history.csv; suite/report_store.py; commit them), a step
 # whose CSV exists is skipped (FORCE=1 reruns it), and the report step reads the CSVs, not
@@ -22,7 +22,7 @@ PAR="hydra/launcher=joblib hydra.launcher.n_jobs=$JOBS torch_threads=1 experimen
 STEPS=${*:-students sbs gamma lerp lerp_base lerp_other uniform temperature exports n_study n_exports report listen}
 STEPS_DIR=${STEPS_DIR:-docs/repro/steps}
 SEEDS=${SEEDS:-0,1,2}  # the students' training seeds (the merges and the side-by-side use seed 0)
-# The grids of docs/REPRODUCTION.md (2 h on 2 cores); FULL=1 runs the sweep files' own
+# The grids of docs/REPRODUCTION.md (about 4 h 20 min on 2 cores with 3 seeds); FULL=1 runs the sweep files' own
 # grids instead (21 lambdas, gamma 1..7 x 2, 6 temperatures x 2: about 3 h more).
 if [[ ${FULL:-0} == 1 ]]; then
   LAMBDAS=0.0,0.05,0.1,0.15,0.2,0.25,0.3,0.35,0.4,0.45,0.5,0.55,0.6,0.65,0.7,0.75,0.8,0.85,0.9,0.95,1.0
