@@ -159,8 +159,13 @@ def load_runs(client, experiment: str, sweep: str | None = None) -> list[RunPoin
 
 
 def student_label(run: RunPoint) -> str:
+    """A student's name in figures and on the listening page: its beta and run name; for
+    the N study, its beta, N and seed (its run names repeat Hydra's override)."""
     for key in ("diversity.beta", "model.beta", "beta"):
         if key in run.params:
+            n = student_n(run)
+            if n is not None:
+                return f"beta={run.params[key]}, N={n} (seed {run.params.get('seed', '?')})"
             return f"beta={run.params[key]} ({run.name})"
     return run.name
 

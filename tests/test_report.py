@@ -333,6 +333,10 @@ def test_seeds_table_gives_the_t_interval_over_seeds():
     runs.append(n2)
     table = seeds_table(runs)
     assert [row[0] for row in table.rows] == ["0", "15", "15 (N=2)", "15 (N=4)"]
+    from suite.report_runs import student_label
+
+    assert student_label(n2) == "beta=15, N=2 (seed 0)"
+    assert student_label(runs[0]) == "beta=15 (beta15-s0)"
     row = dict(zip(table.header, table.rows[1]))
     ref = stats.t.interval(0.95, 2, loc=np.mean(q), scale=stats.sem(q))
     assert row["seeds"] == 3 and row["quality"] == pytest.approx(np.mean(q))
