@@ -66,7 +66,7 @@ from suite.report_runs import (  # noqa: F401 (re-exported: suite.report.RunPoin
     Front,
     RunPoint,
     Trajectory,
-    export_n,
+    beta_sweep_exports,
     fronts,
     load_runs,
     mlflow_client,
@@ -158,8 +158,7 @@ def build_report(
         trajs = trajectories(client, runs, quality, diversity)
     fronts_ = fronts(runs)
     curves = [f for f in fronts_ if len(f.xy(quality, diversity))]
-    exports = {beta: group for beta, group in student_exports(runs).items()  # the beta sweep's
-               if all(export_n(r) is None for r in group)}  # (the N study: its own table)
+    exports = beta_sweep_exports(runs)  # (the N study has its own table)
     means = seed_means(exports, quality, diversity)  # {beta: (d, q, seeds)} on the test prompts
     if not trajs and not curves and not means:
         raise ValueError(

@@ -206,7 +206,7 @@ def trajectories(
     return out
 
 
-def _beta_order(label: str) -> tuple[float, str]:
+def beta_order(label: str) -> tuple[float, str]:
     try:  # "15 (N=4)" sorts after "15"
         return float(label.split(" ", 1)[0]), label
     except ValueError:
@@ -232,7 +232,14 @@ def student_exports(runs: Sequence[RunPoint]) -> dict[str, list[RunPoint]]:
     for run in newest.values():
         beta, n = run.params.get("beta", "?"), export_n(run)
         groups.setdefault(beta if n is None else f"{beta} (N={n})", []).append(run)
-    return {beta: groups[beta] for beta in sorted(groups, key=_beta_order)}
+    return {beta: groups[beta] for beta in sorted(groups, key=beta_order)}
+
+
+def beta_sweep_exports(runs: Sequence[RunPoint]) -> dict[str, list[RunPoint]]:
+    """`student_exports` without the N study's groups: the beta sweep's students by beta
+    (what the claims, D.2, the students' table and the figure's diamonds are about)."""
+    return {beta: group for beta, group in student_exports(runs).items()
+            if all(export_n(r) is None for r in group)}  # fmt: skip
 
 
 def model_identity(run: RunPoint) -> tuple:

@@ -32,6 +32,8 @@ from suite.report_runs import (
     SIDE_BY_SIDE,
     STUDENT_EXPORTS,
     RunPoint,
+    beta_order,
+    beta_sweep_exports,
     distinct_models,
     export_n,
     student_exports,
@@ -202,6 +204,15 @@ def _student_key(run: RunPoint) -> tuple[float, int, str]:
     return order, int(n) if n and n.isdigit() else 0, beta if n is None else f"{beta} (N={n})"
 
 
+def _interval_header(lead: Sequence[str], metrics: Sequence[str]) -> list[str]:
+    """`lead`, then `name, name_low, name_high` per metric (`eval/` left off)."""
+    header = list(lead)
+    for key in metrics:
+        name = key.split("/", 1)[1]
+        header += [name, f"{name}_low", f"{name}_high"]
+    return header
+
+
 def _seed_rows(lead: list[str], groups: Sequence[tuple[str, str, Sequence[RunPoint]]],
                metrics: Sequence[str]) -> tuple[list[str], list[list]]:  # fmt: skip
     """Header and rows of a per-group table: (label, members, runs) -> label, the number of
@@ -212,11 +223,7 @@ def _seed_rows(lead: list[str], groups: Sequence[tuple[str, str, Sequence[RunPoi
         for key in metrics:
             row += list(mean_interval([r.metrics.get(key) for r in group]))
         rows.append(row)
-    header = list(lead)
-    for key in metrics:
-        name = key.split("/", 1)[1]
-        header += [name, f"{name}_low", f"{name}_high"]
-    return header, rows
+    return _interval_header(lead, metrics), rows
 
 
 def seeds_table(runs: Sequence[RunPoint]) -> Table:
@@ -244,8 +251,7 @@ def exports_table(runs: Sequence[RunPoint]) -> Table:
     """The students on the test prompts: per beta, the evaluator's numbers of each training
     seed's export (one evaluation seed for all: common draws), mean and 95 % t-interval."""
     rows = [(beta, " ".join(sorted(r.params.get("sources", "?") for r in group)), group)
-            for beta, group in student_exports(runs).items()
-            if all(export_n(r) is None for r in group)]  # fmt: skip
+            for beta, group in beta_sweep_exports(runs).items()]  # fmt: skip
     header, body = _seed_rows(["beta", "seeds", "sources"], rows, EXPORT_METRICS)
     return Table("Students on the test prompts (the evaluator on each training seed's export): "
                  "mean and 95 % t-interval over seeds", header, body)  # fmt: skip
@@ -259,17 +265,14 @@ def n_study_table(runs: Sequence[RunPoint]) -> Table:
     generations per prompt at a constant number per step; one training seed each) with the
     evaluator's 95 % bootstrap interval over prompts, plus its KL and entropy."""
     exports = [r for group in student_exports(runs).values() for r in group if export_n(r)]
-    exports.sort(key=lambda r: (float(r.params.get("beta", "nan")), int(export_n(r) or 0)))
+    exports.sort(key=lambda r: (beta_order(r.params.get("beta", "?")), int(export_n(r))))
     rows = []
     for r in exports:
         row: list = [export_n(r), r.params.get("beta", "?"), r.params.get("sources", "?")]
         for key in N_STUDY_METRICS:
             row += [r.metrics.get(key), r.metrics.get(f"{key}_ci_low"), r.metrics.get(f"{key}_ci_high")]
         rows.append(row + [r.metrics.get("eval/kl_teacher"), r.metrics.get("eval/entropy")])
-    header = ["N", "beta", "sources"]
-    for key in N_STUDY_METRICS:
-        name = key.split("/", 1)[1]
-        header += [name, f"{name}_low", f"{name}_high"]
+    header = _interval_header(["N", "beta", "sources"], N_STUDY_METRICS)
     return Table("Figure 10: generations per prompt N at a constant number per step (test prompts, "
                  "one training seed each; 95 % bootstrap interval over prompts)",
                  header + ["kl_teacher", "entropy"], rows)  # fmt: skip
@@ -322,7 +325,7 @@ def d2_table(runs: Sequence[RunPoint]) -> Table:
         "all models": distinct_models(evaluated),
         "CFG sweep + students": distinct_models(
             [r for r in evaluated if r.params.get("front", "").startswith("CFG(")
-             or (r.params.get("front") == STUDENT_EXPORTS and export_n(r) is None)]),
+             or r.params.get("front") == STUDENT_EXPORTS]),
     }  # fmt: skip
     rows = []
     for scope, members in scopes.items():
