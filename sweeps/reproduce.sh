@@ -92,7 +92,7 @@ for step in $STEPS; do
   since_ms=$(($(date +%s) * 1000))  # the export keeps this step's runs, not an earlier try's
   case $step in
     students)  # figures 1-2: beta 0, 5, 10, 15 at each of $SEEDS (two at a time; each
-      # evaluates at step 0 too; 12 runs of ~22 min at one thread: ~2 h 15 min on 2 cores)
+      # evaluates at step 0 too; 12 runs of 20-32 min at one thread: ~2 h 27 min on 2 cores)
       foreign=$(foreign_exports)
       if [[ -n $foreign ]]; then
         echo "reproduce.sh: the students would overwrite exports of another experiment, which" \
