@@ -28,10 +28,10 @@ Layout of one sequence (P = n_prefix, L = seq_len):
 so `forward(tokens, cond)[:, n]` is the distribution of `tokens[:, n]` given
 `tokens[:, :n]` and the condition (teacher forcing).
 
-Incremental decoding: `start(cond)` fills a preallocated cache
-`kv [n_layers, 2, B, H, P + L - 1, Dh]` with the prefix and returns the logits of token 0;
-each `step(token, cache)` writes one position in place (no concatenation) and returns the
-logits of the next token. The step path calls functional ops on the weights directly to
+Incremental decoding: `start(cond)` fills a preallocated cache (`suite.models.kv_cache`:
+`kv [n_layers, 2, B, H, <= P + L - 1, Dh]`, kept compact on CPU) with the prefix and
+returns the logits of token 0; each `step(token, cache)` writes one position in place and
+returns the logits of the next token. The step path calls functional ops on the weights directly to
 keep per-token Python overhead small (see benchmarks/bench_sampling.py).
 """
 
@@ -40,13 +40,14 @@ from __future__ import annotations
 import math
 import os
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from suite.models.kv_cache import KVCache
 
 COND_DIM = 384
 
@@ -73,26 +74,6 @@ CONFIG_KEYS = (
 )
 
 _FORMAT = "suite.TokenLM/1"
-
-
-@dataclass
-class KVCache:
-    """Preallocated key/value cache of one decoding run.
-
-    kv: `[n_layers, 2, B, H, T_max, Dh]` (index 0 keys, 1 values), written in place.
-    length: number of filled positions (prefix + tokens fed so far).
-    """
-
-    kv: torch.Tensor
-    length: int
-
-    @property
-    def batch_size(self) -> int:
-        return self.kv.shape[2]
-
-    @property
-    def capacity(self) -> int:
-        return self.kv.shape[4]
 
 
 class Block(nn.Module):
@@ -354,26 +335,32 @@ class TokenLM(nn.Module):
         return self.ln_f(x[:, P - 1 :])  # [B, N, D]
 
     # ------------------------------------------------------------------ incremental decoding
-    def start(self, cond: torch.Tensor) -> tuple[KVCache, torch.Tensor]:
-        """Encode the condition prefix into a fresh cache; return (cache, logits [B, V] of token 0)."""
+    def start(
+        self, cond: torch.Tensor, compact: bool | None = None
+    ) -> tuple[KVCache, torch.Tensor]:
+        """Encode the condition prefix into a fresh cache; return (cache, logits [B, V] of token 0).
+
+        `compact`: the cache layout (`suite.models.kv_cache`; default compact on CPU).
+        """
         self._check_cond(cond, None, "start")
         B = cond.shape[0]
-        H, Dh = self.n_heads, self.d_model // self.n_heads
-        kv = torch.empty(
+        cache = KVCache(
             self.n_layers,
-            2,
             B,
-            H,
+            self.n_heads,
+            self.d_model // self.n_heads,
             self.max_positions,
-            Dh,
             dtype=self.pos_emb.dtype,
             device=self.pos_emb.device,
-        )  # [n_layers, 2, B, H, T_max, Dh]
+            compact=compact,
+        )
+        kv = cache.reserve(self.n_prefix)  # [n_layers, 2, B, H, >= P, Dh]
         x = self.prefix(cond)  # [B, P, D]
         for layer, block in enumerate(self.blocks):
             x = block(x, kv=kv[layer])
+        cache.length = self.n_prefix
         logits = self._head(self.ln_f(x[:, -1]))  # [B, V] float32
-        return KVCache(kv=kv, length=self.n_prefix), logits
+        return cache, logits
 
     def step(self, token: torch.Tensor, cache: KVCache) -> torch.Tensor:
         """Feed one token per row (token [B]) and return logits [B, V] of the next one.
@@ -395,19 +382,21 @@ class TokenLM(nn.Module):
         B, H, D = cache.batch_size, self.n_heads, self.d_model
         Dh = D // H
         scale = Dh**-0.5
-        kv = cache.kv
+        kv = cache.reserve(pos + 1)  # [n_layers, 2, B, H, >= pos + 1, Dh]
         x = F.embedding(token, self.tok_emb.weight) + self.pos_emb[pos]  # [B, D]
         for layer, blk in enumerate(self.blocks):
             h = F.layer_norm(x, (D,), blk.ln1.weight, blk.ln1.bias, blk.ln1.eps)
             qkv = F.linear(h, blk.qkv.weight, blk.qkv.bias).view(B, 3, H, Dh)  # [B, 3, H, Dh]
             kv[layer, :, :, :, pos].copy_(qkv[:, 1:].transpose(0, 1))  # [2, B, H, Dh]
-            keys = kv[layer, 0, :, :, : pos + 1]  # [B, H, pos+1, Dh]
-            values = kv[layer, 1, :, :, : pos + 1]
-            # One query per row: two batched matmuls beat SDPA's CPU kernel, which is tuned for
-            # long queries (2-3x faster here at batch 64; benchmarks/bench_sampling.py).
-            q = qkv[:, 0].unsqueeze(2).mul(scale)  # [B, H, 1, Dh]
-            att = torch.matmul(torch.softmax(torch.matmul(q, keys.transpose(2, 3)), dim=-1), values)
-            x = x + F.linear(att.reshape(B, D), blk.proj.weight, blk.proj.bias)  # att [B,H,1,Dh]
+            keys = kv[layer, 0, :, :, : pos + 1].reshape(B * H, pos + 1, Dh)  # a view
+            values = kv[layer, 1, :, :, : pos + 1].reshape(B * H, pos + 1, Dh)
+            # One query per row: batched matmuls beat SDPA's CPU kernel, which is tuned for
+            # long queries (2-3x faster here at batch 64; benchmarks/bench_sampling.py); 3-D
+            # bmm is what 4-D matmul calls, without its broadcasting work (same results).
+            q = qkv[:, 0].reshape(B * H, 1, Dh).mul(scale)  # [B*H, 1, Dh]
+            scores = torch.bmm(q, keys.transpose(1, 2))  # [B*H, 1, pos + 1]
+            att = torch.bmm(torch.softmax(scores, dim=-1), values)  # [B*H, 1, Dh]
+            x = x + F.linear(att.view(B, D), blk.proj.weight, blk.proj.bias)
             h = F.layer_norm(x, (D,), blk.ln2.weight, blk.ln2.bias, blk.ln2.eps)
             h = F.gelu(F.linear(h, blk.fc1.weight, blk.fc1.bias))
             x = x + F.linear(h, blk.fc2.weight, blk.fc2.bias)
