@@ -18,7 +18,7 @@ figure to quote on a noisy machine).
 
 4. The roofline: the fp32 matmul peak of this machine at the same thread count, measured in
    the same run (best of a few square matmuls), and the fraction of it our plain sampler
-   reaches, counting the decode FLOPs per token (`decode_flops`: the layers' matmuls at the
+   reaches, counting the decode FLOPs per token (`roofline.lm_decode_flops`: the layers' matmuls at the
    mean cache length, attention scores and mixing, and the output head).
 
     python benchmarks/bench_sampling.py [--size tiny] [--threads 1] [--repeats 3] [--runs 3]
@@ -33,6 +33,7 @@ import time
 import warnings
 
 import torch
+from roofline import lm_decode_flops, matmul_peak
 
 from suite.models.lm import SIZES, TokenLM
 from suite.music.tokens import SEQ_LEN, VOCAB_SIZE
@@ -92,24 +93,6 @@ def gpt2_generate(gpt2, batch: int, length: int) -> torch.Tensor:
     )
 
 
-def matmul_peak(size: int = 512, reps: int = 5) -> float:
-    """fp32 matmul FLOP/s of this machine at the current thread count (best of reps)."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    a @ b  # warm-up
-    best = min(timed(torch.matmul, a, b) for _ in range(reps))
-    return 2 * size**3 / best
-
-
-def decode_flops(model: TokenLM) -> float:
-    """FLOPs per generated token of one decoding step, averaged over the sequence: per layer
-    the qkv, output, and MLP matmuls plus attention over the mean cache length, then the
-    head. Multiply-adds count 2; layer norms, GELU and softmax are not counted."""
-    D, F, V = model.d_model, model.d_ff, model.vocab_size
-    mean_cache = model.n_prefix + (model.seq_len - 1) / 2
-    per_layer = 2 * D * 3 * D + 2 * D * D + 2 * 2 * D * F + 2 * 2 * mean_cache * D
-    return model.n_layers * per_layer + 2 * D * V
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="tiny", choices=sorted(SIZES))
@@ -143,7 +126,7 @@ def main() -> None:
         gpt2_generate(gpt2, 2, 4)
 
     peak = matmul_peak()
-    flops = decode_flops(model)
+    flops = lm_decode_flops(model)
     print(f"# fp32 matmul peak (512^3, {args.threads} thread(s)): {peak / 1e9:.1f} GFLOP/s; "
           f"decode {flops / 1e6:.2f} MFLOP per token")  # fmt: skip
     tps = lambda t, B: B * L / t  # noqa: E731  (tokens per second of a batch's time)

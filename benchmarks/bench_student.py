@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import torch
+from roofline import embed_flops, lm_decode_flops, lm_forward_flops, matmul_peak
 
 from lightning_modules.student import DistillStudent
 from suite.models.lm import SIZES, TokenLM
@@ -93,6 +94,24 @@ def bench_inference(m: DistillStudent, args) -> dict[str, float]:
     return {k: statistics.median(v) for k, v in out.items()}
 
 
+def phase_flops(m: DistillStudent, args) -> dict[str, float]:
+    """Matmul FLOPs of the timed phases (render and the loss have none worth counting)."""
+    lm = m.student
+    gens = args.prompts * args.n
+    config = m._need("embedder").config
+    clips = 2  # a 6-s piece is two 3-s clips of the tiny E
+    student = lm_forward_flops(lm, gens)
+    return {
+        "sampling": lm_decode_flops(lm) * gens * lm.seq_len,
+        "teacher": lm_forward_flops(lm, 2 * gens),  # conditional + negative rows
+        "student": student,
+        "embed": embed_flops(config, gens, clips),
+        "backward + AdamW": 2 * student,  # the backward of a matmul costs two of its forwards
+        "total": lm_decode_flops(lm) * gens * lm.seq_len + 5 * student
+        + embed_flops(config, gens, clips),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -111,10 +130,16 @@ def main() -> None:
     )
     rows = bench_step(m, args)
     total = statistics.median(rows["total"])
-    print(f"\n{'phase':<24}{'median s':>10}{'min':>9}{'max':>9}{'share':>8}")
+    peak = matmul_peak()
+    flops = phase_flops(m, args)
+    print(f"fp32 matmul peak (512^3, {args.threads} thread(s)): {peak / 1e9:.1f} GFLOP/s; "
+          "'of peak': the phase's matmul FLOPs (benchmarks/roofline.py) per second over it")  # fmt: skip
+    print(f"\n{'phase':<24}{'median s':>10}{'min':>9}{'max':>9}{'share':>8}{'GFLOP':>8}{'of peak':>9}")
     for k, v in rows.items():
         med = statistics.median(v)
-        print(f"{k:<24}{med:>10.3f}{min(v):>9.3f}{max(v):>9.3f}{med / total:>8.0%}")
+        f = flops.get(k)
+        roof = f"{f / 1e9:>8.1f}{f / med / peak:>9.1%}" if f else f"{'':>8}{'':>9}"
+        print(f"{k:<24}{med:>10.3f}{min(v):>9.3f}{max(v):>9.3f}{med / total:>8.0%}{roof}")
     inf = bench_inference(m, args)
     print(f"\n{'generation (' + str(args.prompts * args.n) + ' pieces)':<28}{'median s':>10}")
     for k, v in inf.items():

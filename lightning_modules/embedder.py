@@ -12,6 +12,8 @@ positives, chunks of other pieces negatives. Validation on held-out pieces (up t
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from lightning_modules.audio_common import AudioJob
@@ -22,7 +24,10 @@ from suite.models.vit import EMBEDDER_PRESETS, AudioEmbedder, EmbedderConfig
 
 class EmbedderJob(AudioJob):
     """Args: `preset` ("tiny" / "paper") or an explicit `model_config` dict (wins if given);
-    `margin` of the triplet loss; AdamW `lr`, `weight_decay`; `warmup_steps`, `max_steps`."""
+    `margin` of the triplet loss; AdamW `lr`, `weight_decay`; `warmup_steps`, `max_steps`;
+    `init_weights`: an AudioEmbedder file (e.g. a built artifact's model.pt) of the same
+    architecture to start from instead of a random initialisation (a second schedule on
+    top of a finished build)."""
 
     def __init__(
         self,
@@ -33,6 +38,7 @@ class EmbedderJob(AudioJob):
         weight_decay: float = 0.05,
         warmup_steps: int = 50,
         max_steps: int = 2000,
+        init_weights: str | None = None,
     ):
         super().__init__()
         self._check_optim(lr, weight_decay, warmup_steps, max_steps)
@@ -40,8 +46,22 @@ class EmbedderJob(AudioJob):
         self.model = self._model_from(
             AudioEmbedder, EmbedderConfig, EMBEDDER_PRESETS, preset, model_config
         )
+        if init_weights is not None:
+            self._init_from(init_weights)
         self.loss_fn = SemiHardTripletLoss(margin=margin)
         self._val: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def _init_from(self, path: str) -> None:
+        """Start from the weights in `path`; refuse another architecture, naming both."""
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"EmbedderJob: init_weights file not found: {path}")
+        source = AudioEmbedder.from_checkpoint(path)
+        if source.config != self.model.config:
+            raise ValueError(
+                f"EmbedderJob: init_weights {path} holds another architecture "
+                f"({source.config.to_dict()}) than this job's ({self.model.config.to_dict()})"
+            )
+        self.model.load_state_dict(source.state_dict())
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         return self.model(audio)

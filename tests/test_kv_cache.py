@@ -48,7 +48,7 @@ def test_compact_cache_keeps_the_gap_under_the_prefetch_budget():
     cache, _ = m.start(torch.randn(2, 384), compact=True)
     assert cache.grow == PREFETCH_GAP_BYTES // (16 * 4) == 8
     copies = 0
-    for n in range(L - 1):
+    for _ in range(L - 1):
         before = cache.kv.data_ptr()
         m.step(torch.zeros(2, dtype=torch.long), cache)
         copies += cache.kv.data_ptr() != before
@@ -64,9 +64,13 @@ def test_sampling_is_identical_with_either_layout(monkeypatch):
     cond = policy.cond_from_vectors(torch.randn(5, 384))
     neg = policy.cond_from_vectors(torch.zeros(1, 384))
     outs = {}
+    start = TokenLM.start
     for compact in (True, False):
-        start = TokenLM.start
-        monkeypatch.setattr(TokenLM, "start", lambda self, c, **kw: start(self, c, compact=compact))
+
+        def start_with(self, c, compact=compact, **kw):
+            return start(self, c, compact=compact)
+
+        monkeypatch.setattr(TokenLM, "start", start_with)
         for gamma in (1.0, 3.0):
             g = torch.Generator().manual_seed(7)
             out = sample(policy, cond, neg_cond=neg, gamma=gamma, generator=g, return_logits=True)

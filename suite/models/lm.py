@@ -31,8 +31,8 @@ so `forward(tokens, cond)[:, n]` is the distribution of `tokens[:, n]` given
 Incremental decoding: `start(cond)` fills a preallocated cache (`suite.models.kv_cache`:
 `kv [n_layers, 2, B, H, <= P + L - 1, Dh]`, kept compact on CPU) with the prefix and
 returns the logits of token 0; each `step(token, cache)` writes one position in place and
-returns the logits of the next token. The step path calls functional ops on the weights directly to
-keep per-token Python overhead small (see benchmarks/bench_sampling.py).
+returns the logits of the next token. The step path calls functional ops on the weights
+directly to keep per-token Python overhead small (see benchmarks/bench_sampling.py).
 """
 
 from __future__ import annotations

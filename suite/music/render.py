@@ -144,7 +144,7 @@ def render(tokens: torch.Tensor) -> torch.Tensor:
             if rows.numel():
                 per_sample = rec_steps[rows].repeat_interleave(spb, dim=1)  # [Bf, S * spb]
                 rec[rows] = per_sample.repeat(1, reps)[:, :AUDIO_SAMPLES]
-    return _record(out, rec, tabs["noise"], tokens)
+    return _record(out, rec, tabs["noise"], tokens, rec_steps)
 
 
 def _render_period(local: torch.Tensor, g: _Group) -> torch.Tensor:
@@ -226,12 +226,16 @@ def _render_period(local: torch.Tensor, g: _Group) -> torch.Tensor:
 
 
 def _record(
-    mix: torch.Tensor, recording: torch.Tensor, noise: torch.Tensor, tokens: torch.Tensor
+    mix: torch.Tensor,
+    recording: torch.Tensor,
+    noise: torch.Tensor,
+    tokens: torch.Tensor,
+    rec_steps: torch.Tensor,
 ) -> torch.Tensor:
     """Peak-normalise, apply the recording-quality effect, keep the result in [-1, 1].
 
     mix: [B, T]; recording: [B, T] per sample an index into `attributes.RECORDINGS` (None:
-    every sample clean);
+    every sample clean); rec_steps: [B, S] the same per step (which rows use an effect);
     noise: [T] the noise bed; tokens: [B, L] (a per-piece offset into the noise bed, so
     noisy pieces do not all share one noise waveform). Clean samples keep the peak-0.8 mix;
     each effect runs on the rows that use it, from the clean mix, and replaces only the
@@ -256,13 +260,22 @@ def _record(
         return torch.round(held * 6.0) / 6.0 + 0.1 * n
 
     clean = x.clone()
+    # The noise bed twice over: row r's noise is the window starting at its offset (a view
+    # per row, gathered once; no [F, T] index arithmetic).
+    windows = torch.cat([noise, noise]).unfold(0, AUDIO_SAMPLES, 1)  # [T + 1, T] view
     for code, effect in ((1, noisy), (2, distorted), (3, lofi)):
-        where = recording == code  # [B, T]
-        rows = torch.nonzero(where.any(1)).flatten()
-        if rows.numel():
-            offset = (tokens[rows].long() * pos).sum(1) % AUDIO_SAMPLES  # [F]
-            idx = torch.arange(AUDIO_SAMPLES, device=x.device)[None] + offset[:, None]
-            y = effect(clean[rows], noise[idx % AUDIO_SAMPLES])  # [F, T]
-            y = y / torch.clamp(y.abs().amax(dim=1, keepdim=True) / 0.95, min=1.0)
-            x[rows] = torch.where(where[rows], y.clamp_(-1.0, 1.0), x[rows])
+        # Which rows use the effect, from the per-step map (S entries a row, not T).
+        rows = torch.nonzero((rec_steps == code).any(1)).flatten()
+        if not rows.numel():
+            continue
+        every = rows.numel() == x.shape[0]  # common in flawed batches: no row copies then
+        offset = (tokens[rows].long() * pos).sum(1) % AUDIO_SAMPLES  # [F]
+        y = effect(clean if every else clean[rows], windows[offset])  # [F, T]
+        lo, hi = torch.aminmax(y, dim=1, keepdim=True)  # the peak |y| without an abs pass
+        y = y / torch.clamp(torch.maximum(hi, -lo) / 0.95, min=1.0)
+        where = (recording if every else recording[rows]) == code  # [F, T]
+        if every:
+            torch.where(where, y.clamp_(-1.0, 1.0), x, out=x)
+        else:
+            x[rows] = torch.where(where, y.clamp_(-1.0, 1.0), x[rows])
     return x
