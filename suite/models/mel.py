@@ -159,6 +159,11 @@ class LogMel(nn.Module):
     def forward(
         self, audio: torch.Tensor, sample_rate: int | None = None, resample_input: bool = True
     ) -> torch.Tensor:
-        audio = self.prepare(audio, sample_rate, resample_input)  # [B, S]
+        return self.spectrogram(self.prepare(audio, sample_rate, resample_input))
+
+    def spectrogram(self, audio: torch.Tensor) -> torch.Tensor:
+        """Log-mel of audio `[B, S]` that `prepare` already gave (validated, at our rate, at
+        least one window long): callers that cut prepared audio into clips skip a second
+        validation pass over every sample."""
         power = self.mel(audio.float())  # [B, n_mels, T]
         return torch.log(power + self.config.eps)

@@ -272,7 +272,7 @@ class AudioEncoder(nn.Module):
     ) -> torch.Tensor:
         audio = self.frontend.prepare(audio, sample_rate, resample_input)  # [B, S] at our rate
         clips, k = split_clips(audio, self.config.clip_samples)  # [B*K, clip]
-        mel = self.frontend(clips)  # [B*K, F, T]; already validated and at our rate
+        mel = self.frontend.spectrogram(clips)  # [B*K, F, T]; validated and at our rate
         feats = self.vit(mel)  # [B*K, D]
         return feats.view(audio.shape[0], k, -1).mean(dim=1)  # [B, D]
 
