@@ -5,10 +5,10 @@ position (DESIGN.md section 3: the policy's logits m(s_n | y_<n, x) of eq. 1), s
 reads the whole filled cache `[B, H, T, Dh]` per layer. Where that cache lives in a buffer
 with room for all `T_max` positions, each (row, head) block of T filled positions is
 followed by a gap of `T_max - T` unused ones, and on CPU the gap is what costs: the
-hardware stream prefetcher restarts at every block once the gap exceeds about 512 bytes.
-Measured on this machine's AMD EPYC (one thread, batch 64, 8 heads, Dh = 32, 6 layers,
-T = 86): the keys' matmul took 287-352 us per layer with gaps of 0-3 positions and
-823-1,303 us with gaps of 4-84 (even a plain `.sum()` of the keys: 220 against 500-660 us).
+hardware stream prefetcher restarts at every block once the gap exceeds a few hundred
+bytes. `python benchmarks/bench_kernels.py` (one thread, batch 64, 8 heads, Dh = 32, 6
+layers, T = 86): the keys' matmul took 367-465 us per layer with gaps of 0-2 positions and
+1,108-1,262 us with gaps of 4-84 (a plain `.sum()` of the keys: 308-418 against 543-664 us).
 
 So the cache keeps the filled part nearly contiguous: it holds two flat buffers and shows a
 view `kv [n_layers, 2, B, H, capacity, Dh]` whose capacity is only a few positions beyond
