@@ -101,15 +101,15 @@ def phase_flops(m: DistillStudent, args) -> dict[str, float]:
     config = m._need("embedder").config
     clips = 2  # a 6-s piece is two 3-s clips of the tiny E
     student = lm_forward_flops(lm, gens)
-    return {
+    flops = {
         "sampling": lm_decode_flops(lm) * gens * lm.seq_len,
         "teacher": lm_forward_flops(lm, 2 * gens),  # conditional + negative rows
         "student": student,
         "embed": embed_flops(config, gens, clips),
         "backward + AdamW": 2 * student,  # the backward of a matmul costs two of its forwards
-        "total": lm_decode_flops(lm) * gens * lm.seq_len + 5 * student
-        + embed_flops(config, gens, clips),
     }
+    flops["total"] = sum(flops.values())
+    return flops
 
 
 def main() -> None:
