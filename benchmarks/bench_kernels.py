@@ -6,8 +6,9 @@
    cache). A gap of `T_max - T` positions follows every (row, head) block.
 2. Causal attention of a teacher-forced forward, [128, 4, 170, 32]:
    `scaled_dot_product_attention` against batched matmuls with a mask.
-3. E's log-mel of 128 three-second clips: nnAudio's convolution STFT (what E uses) against
-   `torch.stft` with the same window and mel matrix (a float-level change, not adopted).
+3. The log-mel of 128 three-second clips, E's front end (n_fft 512) and a pitch-resolving
+   one (n_fft 2048): nnAudio's convolution STFT (`MelConfig.stft="conv"`, what every
+   committed model uses) against `torch.stft` (`stft="fft"`, same window and mel matrix).
 4. `--compile`: `torch.compile` (inductor, dynamic shapes) of the tiny TokenLM's decoding
    step against eager, compile time included (slow: about a minute).
 
@@ -73,26 +74,21 @@ def causal_attention(repeats: int) -> None:
 
 @torch.no_grad()
 def log_mel(repeats: int) -> None:
-    from suite.models.vit import AudioEmbedder, embedder_config
+    """E's front end (n_fft 512) and a pitch-resolving one (n_fft 2048, 192 mels) with
+    nnAudio's convolution STFT (`MelConfig.stft="conv"`) and torch.stft ("fft")."""
+    import dataclasses
 
-    frontend = AudioEmbedder(embedder_config("tiny")).encoder.frontend
-    c = frontend.config
+    from suite.models.mel import LogMel, MelConfig
+
     clips = torch.randn(128, 48000) * 0.3
-    window = torch.hann_window(c.win_length, periodic=True)
-    basis = frontend.mel.mel_basis  # [n_mels, n_fft // 2 + 1]
-
-    def nnaudio():
-        return frontend.spectrogram(clips)
-
-    def fft():
-        X = torch.stft(clips, c.n_fft, c.hop_length, c.win_length, window, center=c.center,
-                       pad_mode="reflect", return_complex=True)  # fmt: skip
-        return torch.log(torch.matmul(basis, X.real**2 + X.imag**2) + c.eps)
-
-    diff = (nnaudio() - fft()).abs().max().item()
-    print(f"log-mel of 128 x 3 s: nnAudio (convolution STFT) "
-          f"{median_time(nnaudio, repeats) * 1e3:.1f} ms, torch.stft "
-          f"{median_time(fft, repeats) * 1e3:.1f} ms (max |diff| {diff:.1e}, log domain)")  # fmt: skip
+    for cfg in (MelConfig(), MelConfig(n_fft=2048, win_length=2048, n_mels=192)):
+        conv, fft = LogMel(cfg), LogMel(dataclasses.replace(cfg, stft="fft"))
+        diff = (conv.spectrogram(clips) - fft.spectrogram(clips)).abs().max().item()
+        t_conv = median_time(lambda m=conv: m.spectrogram(clips), repeats)
+        t_fft = median_time(lambda m=fft: m.spectrogram(clips), repeats)
+        print(f"log-mel of 128 x 3 s, n_fft {cfg.n_fft}, {cfg.n_mels} mels: nnAudio (convolution "
+              f"STFT) {t_conv * 1e3:.1f} ms, torch.stft {t_fft * 1e3:.1f} ms ({t_fft / t_conv:.2f}x; "
+              f"max |diff| {diff:.1e}, log domain)")  # fmt: skip
 
 
 @torch.no_grad()

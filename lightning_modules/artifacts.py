@@ -44,15 +44,28 @@ JOBS: dict[str, tuple[str, str, dict[str, Any], int]] = {
     "preference": ("lightning_modules.preference:PreferenceJob", "datamodules.audio:AudioDataModule", {"task": "preference"}, 4),
 }  # fmt: skip
 KINDS = tuple(JOBS)
-# An embedder spec whose `data` names a `folder` trains on the user's audio files instead.
+# An embedder spec whose `data` names a `folder` trains on the user's audio files instead;
+# a preference spec whose `data` names a `base_lm` trains on pairs of that model's
+# generations judged by the oracle (the paper's preference model learned from raters'
+# judgments of generated music).
 FOLDER_DATA = "datamodules.audio_folder:AudioFolderDataModule"
+GENERATION_DATA = "datamodules.generations:GenerationPairsDataModule"
 
 
 def _data_target(kind: str, spec: Mapping | None) -> str:
     data = (spec or {}).get("data") or {}
     if kind == "embedder" and isinstance(data, Mapping) and "folder" in data:
         return FOLDER_DATA
+    if kind == "preference" and isinstance(data, Mapping) and "base_lm" in data:
+        return GENERATION_DATA
     return JOBS[kind][1]
+
+
+def _data_kwargs(kind: str, spec: Mapping | None) -> dict[str, Any]:
+    """The DataModule's keyword arguments: the kind's fixed ones (unless the spec's data
+    names another DataModule that takes none) and the spec's `data`."""
+    fixed = {} if _data_target(kind, spec) == GENERATION_DATA else JOBS[kind][2]
+    return {**fixed, **((spec or {}).get("data") or {})}
 # Keys of a spec's `train` section that configure the Trainer rather than the job.
 _TRAINER_KEYS = {"accelerator", "val_every", "log_every", "precision"}
 MODEL_FILE = "model.pt"
@@ -125,7 +138,7 @@ def train_artifact(kind: str, spec: dict[str, Any], folder: Path) -> None:
     """Train the job for `kind` from `spec` and write model.pt and metrics.json into folder."""
     import lightning.pytorch as pl
 
-    module_target, _, fixed_data, _ = JOBS[kind]
+    module_target = JOBS[kind][0]
     data_target = _data_target(kind, spec)
     pl.seed_everything(int(spec.get("seed", 0)), workers=True, verbose=False)
     train = dict(spec.get("train", {}))
@@ -139,7 +152,7 @@ def train_artifact(kind: str, spec: dict[str, Any], folder: Path) -> None:
     job = _load(module_target)(
         **model_kwargs, **{k: v for k, v in train.items() if k not in _TRAINER_KEYS}
     )
-    datamodule = _load(data_target)(**fixed_data, **spec.get("data", {}))
+    datamodule = _load(data_target)(**_data_kwargs(kind, spec))
     logger = _mlflow_logger(kind, folder, spec)
     trainer = pl.Trainer(
         accelerator=train.get("accelerator", "auto"),

@@ -3,6 +3,9 @@
 Bradley-Terry loss on (clean, flawed) renditions of the same piece from
 `datamodules.audio.AudioDataModule(task="preference")`. Validation: `val/pairwise_acc`, the
 share of held-out pairs where the clean rendition scores higher (ties count one half).
+With pairs of generations judged by the oracle (`datamodules.generations`, whose batches
+carry each side's oracle quality) it also logs `val/spearman_oracle_quality`: Spearman
+between the score and the oracle's quality over the held-out pairs' generations.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ class PreferenceJob(AudioJob):
             PreferenceModel, PreferenceConfig, PREFERENCE_PRESETS, preset, model_config
         )
         self._val: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._val_quality: list[torch.Tensor] = []
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = self._finite(self.model.loss(batch["win"], batch["lose"]), batch_idx)
@@ -41,10 +45,12 @@ class PreferenceJob(AudioJob):
         return loss
 
     def on_validation_epoch_start(self) -> None:
-        self._val = []
+        self._val, self._val_quality = [], []
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._val.append((self.model(batch["win"]).cpu(), self.model(batch["lose"]).cpu()))
+        if "win_quality" in batch:
+            self._val_quality.append(torch.cat([batch["win_quality"], batch["lose_quality"]]).cpu())
 
     def on_validation_epoch_end(self) -> None:
         if not self._val:
@@ -53,3 +59,9 @@ class PreferenceJob(AudioJob):
         lose = torch.cat([l_ for _, l_ in self._val])
         self.log("val/pairwise_acc", pairwise_accuracy(win, lose), prog_bar=True)
         self.log("val/n_pairs", float(len(win)))
+        if self._val_quality:
+            from scipy.stats import spearmanr
+
+            scores = torch.cat([torch.cat([w, l_]) for w, l_ in self._val])  # batch by batch, as quality
+            rho = spearmanr(scores.numpy(), torch.cat(self._val_quality).numpy()).statistic
+            self.log("val/spearman_oracle_quality", float(rho))

@@ -72,6 +72,29 @@ def test_sine_peaks_at_its_mel_band_and_silence_is_log_eps():
     torch.testing.assert_close(silent, torch.full_like(silent, math.log(cfg.eps)))
 
 
+@pytest.mark.parametrize("n_fft, win, n_mels, center", [(512, 512, 156, True), (2048, 2048, 192, True),
+                                                    (1024, 800, 64, False)])  # fmt: skip
+def test_fft_stft_gives_the_convolution_stfts_log_mel(n_fft, win, n_mels, center):
+    """MelConfig.stft="fft" (torch.stft) against nnAudio's convolution STFT, the reference:
+    the same log-mel up to float rounding, on music and on noise."""
+    from suite.music.corpus import build_corpus
+    from suite.music.render import render
+
+    tokens = torch.as_tensor(build_corpus(seed=3, n=2, progress=False).tokens, dtype=torch.long)
+    audio = torch.cat([render(tokens)[:, :SR], 0.3 * torch.randn(1, SR, generator=torch.Generator().manual_seed(0))])
+    cfg = MelConfig(n_fft=n_fft, win_length=win, n_mels=n_mels, center=center)
+    conv, fft = LogMel(cfg), LogMel(dataclasses.replace(cfg, stft="fft"))
+    a, b = conv(audio), fft(audio)
+    assert a.shape == b.shape
+    torch.testing.assert_close(b, a, atol=2e-3, rtol=0)
+    loud = a > math.log(cfg.eps) + 3  # bins well above the floor: relative power within 5e-4
+    assert ((b - a)[loud].abs().max()) < 5e-4
+    with pytest.raises(ValueError, match="stft must be"):
+        MelConfig(stft="dft")
+    with pytest.raises(ValueError, match="trainable"):
+        MelConfig(stft="fft", trainable=True)
+
+
 def test_resample_matches_closed_form_and_scipy():
     src = 44100
     t = np.arange(src) / src

@@ -24,7 +24,15 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
 import suite.run  # noqa: F401  (registers the ${cwd:} and ${pyattr:} resolvers)
-from lightning_modules.artifacts import _TRAINER_KEYS, JOBS, KINDS, _load, _plain
+from lightning_modules.artifacts import (
+    _TRAINER_KEYS,
+    JOBS,
+    KINDS,
+    _data_kwargs,
+    _data_target,
+    _load,
+    _plain,
+)
 from suite.__main__ import to_hydra_argv
 from suite.models.vit import count_parameters, embedder_config
 from suite.music import tokens
@@ -213,7 +221,7 @@ def job_and_data(kind: str, spec: dict):
     """Construct the job as `lightning_modules.artifacts.train_artifact` does; check the
     data module's and Trainer's arguments without building any data."""
     assert set(spec) <= {"seed", "data", "model", "train"}
-    module_target, data_target, fixed_data, _ = JOBS[kind]
+    module_target, data_target = JOBS[kind][0], _data_target(kind, spec)
     train = dict(spec.get("train", {}))
     model_kwargs = dict(spec.get("model", {}))
     if kind == "base_lm":
@@ -221,7 +229,7 @@ def job_and_data(kind: str, spec: dict):
     job = _load(module_target)(
         **model_kwargs, **{k: v for k, v in train.items() if k not in _TRAINER_KEYS}
     )
-    inspect.signature(_load(data_target)).bind(**fixed_data, **spec.get("data", {}))
+    inspect.signature(_load(data_target)).bind(**_data_kwargs(kind, spec))
     return job
 
 

@@ -49,6 +49,12 @@ class MelConfig:
     center: bool = True
     eps: float = 1e-5  # log floor: log(1e-5) = -11.5 is "silence"
     trainable: bool = False  # nnAudio can learn the mel filters / STFT kernels; off by default
+    # "conv": nnAudio's STFT as a 1-D convolution (the reference; every committed model uses
+    # it); "fft": torch.stft with the same Hann window, reflect padding and mel matrix. The
+    # same log-mel up to float rounding (tests/test_audio_models_frontend.py) at a fraction
+    # of the cost, which grows with n_fft for the convolution (x n_fft per frame) and barely
+    # for the FFT (x log n_fft): what makes long, pitch-resolving windows affordable.
+    stft: str = "conv"
 
     def __post_init__(self):
         for key in ("sample_rate", "n_fft", "win_length", "hop_length", "n_mels"):
@@ -68,6 +74,10 @@ class MelConfig:
             )
         if not self.eps > 0:
             raise ValueError(f"MelConfig.eps must be > 0, got {self.eps!r}")
+        if self.stft not in ("conv", "fft"):
+            raise ValueError(f"MelConfig.stft must be 'conv' or 'fft', got {self.stft!r}")
+        if self.stft == "fft" and self.trainable:
+            raise ValueError("MelConfig: trainable STFT kernels need stft='conv' (nnAudio's)")
 
     def num_frames(self, num_samples: int) -> int:
         """Frames produced for a clip of `num_samples` samples (after short-clip padding)."""
@@ -165,5 +175,12 @@ class LogMel(nn.Module):
         """Log-mel of audio `[B, S]` that `prepare` already gave (validated, at our rate, at
         least one window long): callers that cut prepared audio into clips skip a second
         validation pass over every sample."""
-        power = self.mel(audio.float())  # [B, n_mels, T]
-        return torch.log(power + self.config.eps)
+        c = self.config
+        if c.stft == "conv":
+            power = self.mel(audio.float())  # [B, n_mels, T]
+        else:
+            window = torch.hann_window(c.win_length, periodic=True, device=audio.device)
+            spec = torch.stft(audio.float(), c.n_fft, c.hop_length, c.win_length, window,
+                              center=c.center, pad_mode="reflect", return_complex=True)  # [B, F, T]
+            power = torch.matmul(self.mel.mel_basis, spec.real**2 + spec.imag**2)  # [B, n_mels, T]
+        return torch.log(power + c.eps)
