@@ -89,6 +89,11 @@ def test_fft_stft_gives_the_convolution_stfts_log_mel(n_fft, win, n_mels, center
     torch.testing.assert_close(b, a, atol=2e-3, rtol=0)
     loud = a > math.log(cfg.eps) + 3  # bins well above the floor: relative power within 5e-4
     assert ((b - a)[loud].abs().max()) < 5e-4
+    # the implicit "conv" stays out of config dicts (older checkpoints' dicts compare equal)
+    assert "stft" not in cfg.to_dict() and dataclasses.replace(cfg, stft="fft").to_dict()["stft"] == "fft"
+    for mel in (cfg, dataclasses.replace(cfg, stft="fft")):
+        enc = EncoderConfig(mel=mel, vit=SMALL.encoder.vit)
+        assert EncoderConfig.from_dict(enc.to_dict()) == enc
     with pytest.raises(ValueError, match="stft must be"):
         MelConfig(stft="dft")
     with pytest.raises(ValueError, match="trainable"):

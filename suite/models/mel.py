@@ -87,7 +87,25 @@ class MelConfig:
         return 1 + (max(n, self.n_fft) - self.n_fft) // self.hop_length
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return config_dict(self)
+
+
+# Fields added after configs were first written, with the value every older config meant:
+# left out of a config's dict at that value, so that the dicts of older checkpoints, specs
+# and records compare equal to today's (suite.models.audio_checkpoint.config_diff).
+_IMPLICIT = {"stft": "conv"}
+
+
+def config_dict(config) -> dict:
+    """`dataclasses.asdict(config)` without the `_IMPLICIT` fields at their implicit value,
+    at any depth (a front end's `mel` sits inside the audio models' configs)."""
+
+    def strip(d):
+        if not isinstance(d, dict):
+            return d
+        return {k: strip(v) for k, v in d.items() if not (k in _IMPLICIT and v == _IMPLICIT[k])}
+
+    return strip(asdict(config))
 
 
 def resample(audio: torch.Tensor, source_rate: int, target_rate: int) -> torch.Tensor:

@@ -14,12 +14,13 @@ the loss, so absolute values are meaningful only relative to each other.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from suite.models.mel import config_dict
 from suite.models.vit import TINY_VIT, AudioEncoder, EncoderConfig, _from_dict, _positive_int
 
 
@@ -34,7 +35,7 @@ class PreferenceConfig:
         _positive_int("PreferenceConfig", "hidden", self.hidden)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return config_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> PreferenceConfig:

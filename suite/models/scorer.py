@@ -23,12 +23,13 @@ the suite trains its own (DESIGN.md section 4):
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from suite.models.mel import config_dict
 from suite.models.text_tower import COND_DIM
 from suite.models.vit import TINY_VIT, AudioEncoder, EncoderConfig, _from_dict, _positive_int
 
@@ -54,7 +55,7 @@ class ScorerConfig:
             )
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return config_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> ScorerConfig:

@@ -28,13 +28,13 @@ zero-padded at the end to one clip.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from suite.models.mel import LogMel, MelConfig
+from suite.models.mel import LogMel, MelConfig, config_dict
 
 
 def _positive_int(owner: str, key: str, value) -> None:
@@ -104,7 +104,7 @@ class EncoderConfig:
         return round(self.clip_seconds * self.mel.sample_rate)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return config_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> EncoderConfig:
@@ -124,7 +124,7 @@ class EmbedderConfig:
         _positive_int("EmbedderConfig", "out_dim", self.out_dim)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return config_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> EmbedderConfig:
