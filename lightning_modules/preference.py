@@ -1,11 +1,13 @@
 """Training job of the user-preference-style quality model (paper section 3.1).
 
-Bradley-Terry loss on (clean, flawed) renditions of the same piece from
-`datamodules.audio.AudioDataModule(task="preference")`. Validation: `val/pairwise_acc`, the
-share of held-out pairs where the clean rendition scores higher (ties count one half).
-With pairs of generations judged by the oracle (`datamodules.generations`, whose batches
-carry each side's oracle quality) it also logs `val/spearman_oracle_quality`: Spearman
-between the score and the oracle's quality over the held-out pairs' generations.
+Bradley-Terry loss on preference pairs: pairs of the base model's generations judged by
+the oracle (`datamodules.generations`, the tiny default: the paper's model learned from
+raters' judgments of generations), or (clean, flawed) renditions of the same corpus piece
+(`datamodules.audio.AudioDataModule(task="preference")`). Validation: `val/pairwise_acc`, the
+share of held-out pairs where the preferred side scores higher (ties count one half).
+With pairs of generations (whose batches carry each side's oracle quality) it also logs
+`val/spearman_oracle_quality`: Spearman between the score and the oracle's quality over
+the held-out pairs' generations.
 """
 
 from __future__ import annotations

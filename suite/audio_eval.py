@@ -156,14 +156,18 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"need --n >= 2 and --skip >= 0, got --n {args.n} --skip {args.skip}")
     paths = {}
     if not (args.embedder and args.scorer and args.preference):
+        from hydra import compose, initialize_config_dir
         from omegaconf import OmegaConf
 
-        specs = OmegaConf.to_container(
-            OmegaConf.load(Path(__file__).resolve().parent.parent / TINY_SPECS)
-        )
-        specs = OmegaConf.to_container(OmegaConf.create({"artifacts": specs}), resolve=True)
+        import suite.run  # noqa: F401  (the config's resolvers)
+
+        # Composed, not read: the specs include other config groups (the preference spec
+        # names the base LM whose generations it learns from, conf/lm/tiny.yaml inside it).
+        conf = Path(__file__).resolve().parent.parent / "conf"
+        with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+            specs = OmegaConf.to_container(compose(config_name="prepare").artifacts, resolve=True)
         for kind in ("embedder", "scorer", "preference"):
-            paths[kind] = _checkpoint(kind, getattr(args, kind) or specs["artifacts"][kind])
+            paths[kind] = _checkpoint(kind, getattr(args, kind) or specs[kind])
     else:
         paths = {k: getattr(args, k) for k in ("embedder", "scorer", "preference")}
     torch.set_num_threads(max(1, torch.get_num_threads()))
