@@ -124,6 +124,22 @@ def miss_attribute_shares(sim: torch.Tensor, attrs: list[dict]) -> dict[str, flo
     return out
 
 
+def default_specs() -> dict:
+    """The tiny default's artifact specs, composed as `python -m suite prepare` composes
+    them: not read from the file, since they include other config groups (the preference
+    spec names the base LM whose generations it learns from, conf/lm/tiny.yaml inside it)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    import suite.run  # noqa: F401  (the config's resolvers)
+
+    GlobalHydra.instance().clear()
+    conf = Path(__file__).resolve().parent.parent / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        return OmegaConf.to_container(compose(config_name="prepare").artifacts, resolve=True)
+
+
 def _checkpoint(kind: str, value: str | dict) -> Path:
     """A checkpoint path given by the user (must exist), or the model file of the
     already-built artifact of a spec; a missing artifact is a one-line error (exit 2)."""
@@ -156,16 +172,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"need --n >= 2 and --skip >= 0, got --n {args.n} --skip {args.skip}")
     paths = {}
     if not (args.embedder and args.scorer and args.preference):
-        from hydra import compose, initialize_config_dir
-        from omegaconf import OmegaConf
-
-        import suite.run  # noqa: F401  (the config's resolvers)
-
-        # Composed, not read: the specs include other config groups (the preference spec
-        # names the base LM whose generations it learns from, conf/lm/tiny.yaml inside it).
-        conf = Path(__file__).resolve().parent.parent / "conf"
-        with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-            specs = OmegaConf.to_container(compose(config_name="prepare").artifacts, resolve=True)
+        specs = default_specs()
         for kind in ("embedder", "scorer", "preference"):
             paths[kind] = _checkpoint(kind, getattr(args, kind) or specs[kind])
     else:

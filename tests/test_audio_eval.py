@@ -67,3 +67,13 @@ def test_miss_attribute_shares_count_what_the_retrieved_piece_shares():
     # 12 ordered pairs of distinct pieces, 4 of them in the same genre, 4 in the same key
     assert out["pairs_same_genre"] == pytest.approx(4 / 12) and out["pairs_same_key"] == pytest.approx(4 / 12)
     assert "embedder_miss_same_mood" not in out  # no piece has a mood here
+
+
+def test_default_specs_find_the_committed_judges():
+    # the preference spec nests the base LM's (with conf/lm/tiny.yaml): read raw, it matched
+    # no artifact; composed, every default is found without building anything
+    specs = audio_eval.default_specs()
+    assert "n_layers" in specs["preference"]["data"]["base_lm"]["model"]
+    for kind in ("embedder", "scorer", "preference"):
+        path = audio_eval._checkpoint(kind, specs[kind])
+        assert path.is_file() and path.parent.name.startswith(f"{kind}-")
