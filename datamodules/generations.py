@@ -22,6 +22,7 @@ Batches (after `on_after_batch_transfer`, on the model's device):
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -107,6 +108,7 @@ class GenerationPairsDataModule(L.LightningDataModule):
         self.margin, self.val_prompts, self.n_train, self.n_val = margin, val_prompts, train_pairs, val_pairs
         self.batch_size, self.seed, self.root = batch_size, seed, root
         self._policy, self._render = policy, render
+        self._lm_path: Path | None = None  # theta_init's file, once prepare_data resolved it
         self._sets: dict[str, _Pairs] = {}
 
     def prepare_data(self) -> None:
@@ -119,14 +121,12 @@ class GenerationPairsDataModule(L.LightningDataModule):
         if self._policy is None:
             from suite.policies.music import MusicPolicy
 
-            if not hasattr(self, "_lm_path"):
+            if self._lm_path is None:
                 self.prepare_data()
             self._policy = MusicPolicy.from_spec(str(self._lm_path))
         return self._policy
 
     def _prompt_list(self) -> list[str]:
-        from pathlib import Path
-
         from suite.music.prompts import PROMPT_SETS, load_prompt_records, prompt_set
 
         path = prompt_set(self.prompts, self.root) if self.prompts in PROMPT_SETS else Path(self.prompts)

@@ -11,16 +11,11 @@ version, rebuild and commit them:
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from omegaconf import OmegaConf
 
-import suite.run  # noqa: F401  (resolvers)
-from lightning_modules.artifacts import JOBS, MODEL_FILE, _plain
+from lightning_modules.artifacts import JOBS, MODEL_FILE
+from suite import audio_eval
 from suite.artifacts import artifact_dir, default_root, read_record
 from suite.models.lm_checkpoint import load_lm
 from suite.models.preference import PreferenceModel
@@ -29,14 +24,9 @@ from suite.models.vit import AudioEmbedder
 from suite.music.render import AUDIO_SAMPLES
 from suite.music.tokens import SEQ_LEN, VOCAB_SIZE
 
-REPO = Path(__file__).resolve().parent.parent
-
 
 def tiny_specs() -> dict:
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(config_name="prepare")
-    return _plain(OmegaConf.to_container(cfg.artifacts, resolve=True))
+    return audio_eval.default_specs()  # composed as `python -m suite prepare` composes them
 
 
 @pytest.mark.parametrize("kind", ["base_lm", "embedder", "scorer", "preference"])

@@ -7,12 +7,13 @@ from suite.music.prompts import prompt_set, load_prompt_records
 from suite.judge_diagnostics import SWEEP
 from suite.world_diagnostics import sample_cfg_at
 
-which = sys.argv[1]  # eval | train
+which = sys.argv[1]  # eval (validation prompts) | test (test prompts) | train SEED
 lm = "/work/main/artifacts/base_lm-9f34ecb56fe5/model.pt"
 world = MusicPolicy.from_spec(lm, use_grammar_mask=True)
 negative = "Bad audio quality."
-if which == "eval":
-    prompts = [r["prompt"] for r in load_prompt_records(prompt_set("validation", "/work/main"))]
+if which in ("eval", "test"):  # the diagnostics' seed-0 draw of a held-out split
+    split = "validation" if which == "eval" else "eval"
+    prompts = [r["prompt"] for r in load_prompt_records(prompt_set(split, "/work/main"))]
     seed, n = 0, 4
 else:
     prompts = [r["prompt"] for r in load_prompt_records(prompt_set("train", "/work/main"))]
@@ -37,4 +38,4 @@ for k, (name, use_neg, gamma) in enumerate(SWEEP):
     print(name, f"{time.time()-t0:.0f}s", float(judged["quality"].mean()), flush=True)
 for k in ("tokens", "quality", "adherence"):
     out[k] = torch.cat(out[k])
-torch.save(out, f"/tmp/exp/{which}{'' if which=='eval' else sys.argv[2]}.pt")
+torch.save(out, f"/tmp/exp/{which}{sys.argv[2] if which == 'train' else ''}.pt")
