@@ -89,6 +89,9 @@ def test_fft_stft_gives_the_convolution_stfts_log_mel(n_fft, win, n_mels, center
     torch.testing.assert_close(b, a, atol=2e-3, rtol=0)
     loud = a > math.log(cfg.eps) + 3  # bins well above the floor: relative power within 5e-4
     assert ((b - a)[loud].abs().max()) < 5e-4
+    # the FFT path keeps nnAudio's filterbank under its key and none of its STFT kernels
+    assert set(fft.state_dict()) == {"mel.mel_basis"} and "mel.stft.wsin" in conv.state_dict()
+    torch.testing.assert_close(fft.state_dict()["mel.mel_basis"], conv.state_dict()["mel.mel_basis"])
     # the implicit "conv" stays out of config dicts (older checkpoints' dicts compare equal)
     assert "stft" not in cfg.to_dict() and dataclasses.replace(cfg, stft="fft").to_dict()["stft"] == "fft"
     for mel in (cfg, dataclasses.replace(cfg, stft="fft")):
@@ -98,6 +101,30 @@ def test_fft_stft_gives_the_convolution_stfts_log_mel(n_fft, win, n_mels, center
         MelConfig(stft="dft")
     with pytest.raises(ValueError, match="trainable"):
         MelConfig(stft="fft", trainable=True)
+
+
+def test_pitch_front_end_resolves_semitones_that_d1_blurs():
+    """suite.models.vit.PITCH_MEL (2,048-sample window) against D.1's 512: the mel power
+    spectra of two tones a semitone apart overlap far less, which is what lets the judges
+    built on it hear out-of-key notes (D.1's 31 Hz bins are wider than a semitone below
+    ~500 Hz)."""
+    from suite.models.preference import PREFERENCE_PRESETS
+    from suite.models.scorer import SCORER_PRESETS
+    from suite.models.vit import PITCH_MEL
+
+    def overlap(cfg, freq):  # cosine of the two tones' mean mel power spectra
+        mel = LogMel(cfg)
+        a, b = (mel(sine(f)[None])[0, :, 10:-10].exp().mean(-1) for f in (freq, freq * 2 ** (1 / 12)))
+        return float(a @ b / (a.norm() * b.norm()))
+
+    for freq in (220.0, 330.0, 440.0):
+        d1, pitch = overlap(MelConfig(), freq), overlap(PITCH_MEL, freq)
+        assert d1 > 0.5 and pitch < 0.35, (freq, d1, pitch)
+    assert PITCH_MEL.stft == "fft"
+    for presets in (PREFERENCE_PRESETS, SCORER_PRESETS):
+        assert PITCH_MEL.n_mels % presets["tiny_pitch"].encoder.vit.patch_freq == 0  # no padding
+        assert presets["tiny_pitch"].encoder.mel == PITCH_MEL
+        assert presets["tiny_pitch"].encoder.vit == presets["tiny"].encoder.vit
 
 
 def test_resample_matches_closed_form_and_scipy():

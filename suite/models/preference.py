@@ -1,9 +1,11 @@
 """User-preference-style quality model (paper section 3.1, "User Preference" score).
 
 The paper's quality metric combines MuLan adherence with a reward model trained on human
-pairwise preferences. The suite trains its stand-in from pairs where the clean rendition of
-a piece is preferred to a flawed one (DESIGN.md section 4). The model is an audio network
-(the ViT encoder of `suite.models.vit` on the shared log-mel front-end) with a scalar head;
+pairwise preferences. The suite trains its stand-in from pairs of the base model's
+generations judged by the oracle (`datamodules.generations`, the tiny default), or from pairs
+where the clean rendition of a piece is preferred to a flawed one (DESIGN.md section 4). The
+model is an audio network (the ViT encoder of `suite.models.vit` on a log-mel front end:
+D.1's, or the pitch-resolving `PITCH_MEL` of the "tiny_pitch" preset) with a scalar head;
 it is trained with the Bradley-Terry likelihood (Bradley and Terry, 1952):
 
     P(w > l) = sigmoid(r(w) - r(l)),     L = -log sigmoid(r(w) - r(l)) = softplus(r(l) - r(w)).
@@ -21,7 +23,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from suite.models.mel import config_dict
-from suite.models.vit import TINY_VIT, AudioEncoder, EncoderConfig, _from_dict, _positive_int
+from suite.models.vit import TINY_PITCH_ENCODER, TINY_VIT, AudioEncoder, EncoderConfig, _from_dict, _positive_int
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,11 @@ class PreferenceConfig:
         return _from_dict(cls, data)
 
 
-PREFERENCE_PRESETS = {"tiny": PreferenceConfig()}
+# "tiny_pitch": the same ViT on the pitch-resolving front end (suite.models.vit.PITCH_MEL).
+PREFERENCE_PRESETS = {
+    "tiny": PreferenceConfig(),
+    "tiny_pitch": PreferenceConfig(encoder=TINY_PITCH_ENCODER),
+}
 
 
 def bradley_terry_loss(r_win: torch.Tensor, r_lose: torch.Tensor) -> torch.Tensor:

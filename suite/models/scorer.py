@@ -31,7 +31,7 @@ from torch.nn import functional as F
 
 from suite.models.mel import config_dict
 from suite.models.text_tower import COND_DIM
-from suite.models.vit import TINY_VIT, AudioEncoder, EncoderConfig, _from_dict, _positive_int
+from suite.models.vit import TINY_PITCH_ENCODER, TINY_VIT, AudioEncoder, EncoderConfig, _from_dict, _positive_int
 
 MAX_LOGIT_SCALE = math.log(100.0)  # tau >= 0.01 (CLIP)
 
@@ -65,7 +65,8 @@ class ScorerConfig:
         return _from_dict(cls, data)
 
 
-SCORER_PRESETS = {"tiny": ScorerConfig()}
+# "tiny_pitch": the same ViT on the pitch-resolving front end (suite.models.vit.PITCH_MEL).
+SCORER_PRESETS = {"tiny": ScorerConfig(), "tiny_pitch": ScorerConfig(encoder=TINY_PITCH_ENCODER)}
 
 
 def info_nce(
