@@ -23,7 +23,14 @@ from torch import nn
 from torch.nn import functional as F
 
 from suite.models.mel import config_dict
-from suite.models.vit import TINY_PITCH_ENCODER, TINY_VIT, AudioEncoder, EncoderConfig, _from_dict, _positive_int
+from suite.models.vit import (
+    TINY_PITCH_ENCODER,
+    TINY_VIT,
+    AudioEncoder,
+    EncoderConfig,
+    _from_dict,
+    _positive_int,
+)
 
 
 @dataclass(frozen=True)

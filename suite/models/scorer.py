@@ -31,7 +31,14 @@ from torch.nn import functional as F
 
 from suite.models.mel import config_dict
 from suite.models.text_tower import COND_DIM
-from suite.models.vit import TINY_PITCH_ENCODER, TINY_VIT, AudioEncoder, EncoderConfig, _from_dict, _positive_int
+from suite.models.vit import (
+    TINY_PITCH_ENCODER,
+    TINY_VIT,
+    AudioEncoder,
+    EncoderConfig,
+    _from_dict,
+    _positive_int,
+)
 
 MAX_LOGIT_SCALE = math.log(100.0)  # tau >= 0.01 (CLIP)
 
