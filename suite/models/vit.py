@@ -144,9 +144,10 @@ TINY_VIT = ViTConfig(
 # such clips. A 4-s clip would show it 1 s of zero padding in training and none in use.
 TINY_CLIP_SECONDS = 3.0
 # A front end that resolves semitones: a 2,048-sample window (128 ms, 7.8 Hz bins) where
-# D.1's 512 samples give 31 Hz bins, wider than a semitone below ~500 Hz (the judges built
-# on D.1's window were blind to out-of-key notes: docs/music_world.md, "Judges on
-# generations"). 192 mels = 16 patches of 12 bins; the FFT STFT keeps the long window cheap.
+# D.1's 512 samples give 31 Hz bins, wider than a semitone below ~500 Hz. The preference
+# judge on it still hears few wrong notes (half of them are a key other than the header's,
+# which is not rendered: docs/music_world.md, "Judges on a pitch-resolving front end").
+# 192 mels = 16 patches of 12 bins; the FFT STFT keeps the long window cheap.
 PITCH_MEL = MelConfig(n_fft=2048, win_length=2048, n_mels=192, stft="fft")
 TINY_PITCH_ENCODER = EncoderConfig(mel=PITCH_MEL, vit=TINY_VIT)
 EMBEDDER_PRESETS = {
