@@ -35,6 +35,10 @@ flawed rendition of the SAME piece with flaws inside a random subset of its half
 per-step performance flaws (early / late / dropout / detuned), and/or wrong notes (melody
 notes moved a semitone).
 
+Hard negatives (`hard_share`, for E): that share of each training batch comes from one
+genre-tempo cell, the rest uniformly (`datamodules.batching`), so the batch's semi-hard
+negatives include pieces that differ only in their finer music.
+
 Chunks (embedder): pieces render to `AUDIO_SAMPLES` (6 s); the two chunks of a piece are
 taken at random non-overlapping offsets when 2 clips fit, else at the start and the end of
 the piece (then they overlap by 2 * clip - S samples; the `paper` 4-s clip on 6-s pieces
@@ -50,6 +54,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from datamodules.batching import CellBatchSampler, genre_tempo_cells
 from suite.music import attributes as A
 from suite.music import tokens as T
 from suite.music.composer import N_SEGMENTS, SEGMENT
@@ -203,6 +208,7 @@ class AudioDataModule(L.LightningDataModule):
         snr_db: Sequence[float] = (10.0, 40.0),
         pair_augment: str = "shared",
         recording_augment: bool = False,
+        hard_share: float = 0.0,
         seed: int = 0,
         render: Renderer | None = None,
         text_tower=None,
@@ -223,6 +229,12 @@ class AudioDataModule(L.LightningDataModule):
             )
         if len(snr_db) != 2 or snr_db[0] > snr_db[1]:
             raise ValueError(f"AudioDataModule: snr_db must be (low, high), got {snr_db!r}")
+        if not 0 <= hard_share <= 1 or (hard_share and task != "embedder"):
+            raise ValueError(
+                f"AudioDataModule: hard_share must be in [0, 1] and only for the embedder task, "
+                f"got {hard_share!r} for task {task!r}"
+            )
+        self.hard_share = float(hard_share)
         self.task, self.batch_size, self.seed = task, batch_size, seed
         self.n_pieces, self.corpus_seed, self.root = n_pieces, corpus_seed, root
         self.val_pieces, self.clip_seconds, self.augment = val_pieces, clip_seconds, augment
@@ -277,6 +289,10 @@ class AudioDataModule(L.LightningDataModule):
         self.train_idx, self.val_idx = np.sort(perm[:-n_val]), np.sort(perm[-n_val:])
 
     def _loader(self, idx: np.ndarray, shuffle: bool) -> DataLoader:
+        if shuffle and self.hard_share > 0:  # a share of each batch from one genre-tempo cell
+            cells = genre_tempo_cells(self._tokens[idx])
+            sampler = CellBatchSampler(cells, self.batch_size, self.hard_share, self.seed)
+            return DataLoader(_Indexed(self._tokens, idx), batch_sampler=sampler)
         return DataLoader(
             _Indexed(self._tokens, idx),
             batch_size=self.batch_size,
