@@ -38,9 +38,12 @@ class CellBatchSampler(Sampler[list[int]]):
         if not 0 < share <= 1:
             raise ValueError(f"CellBatchSampler: share must be in (0, 1], got {share!r}")
         if batch_size < 2 or len(cells) < batch_size:
-            raise ValueError(f"CellBatchSampler: need 2 <= batch_size <= {len(cells)} pieces, got {batch_size}")
+            raise ValueError(
+                f"CellBatchSampler: need 2 <= batch_size <= {len(cells)} pieces, got {batch_size}"
+            )
         self.cells, self.batch_size = np.asarray(cells), batch_size
-        self.n_cell = max(2, round(share * batch_size))  # >= 2: a cell's pieces are each other's negatives
+        # at least 2: the cell's pieces are each other's hard negatives
+        self.n_cell = max(2, round(share * batch_size))
         self.members = {c: np.flatnonzero(self.cells == c) for c in np.unique(self.cells)}
         self.rng = np.random.default_rng(seed)
 
