@@ -43,6 +43,21 @@ if not cache.exists():
     torch.save({"feat": torch.cat(feats), "text": text, "ev_feat": ev_feat, "ev_text": tower.encode(ev["prompt"]),
                 "ev_prompt": ev["prompt"], "ev_tokens": ev["tokens"]}, cache)
 d = torch.load(cache)
+SPARSE = len(sys.argv) > 5 and sys.argv[5] == "sparse"
+if SPARSE:  # + captions naming 1-2 of genre / mood / tempo / lead, so each gets its own direction
+    sparse_cache = Path("/tmp/exp/trunk_sparse.pt")
+    if not sparse_cache.exists():
+        corpus = build_corpus(0, 20000, "/work/main", progress=False)
+        rng = np.random.default_rng(1)
+        names = ("genre", "mood", "tempo", "lead")
+        def sparse(a):
+            pick = tuple(rng.choice(names, size=int(rng.integers(1, 3)), replace=False))
+            return describe(rng, {k: a[k] for k in pick}, None, quality=False, require=pick)
+        caps = [sparse(a) for a in corpus.attrs for _ in range(2)]
+        print(caps[:6], flush=True)
+        torch.save(tower.encode(caps).view(len(corpus.attrs), 2, -1), sparse_cache)
+    d["text"] = torch.cat([d["text"], torch.load(sparse_cache)], dim=1)  # [N, 1 + CAPS + 2, 384]
+    CAPS = d["text"].shape[1] - 1
 adh = np.array([j.adherence_mean if j.adherence else np.nan for j in judge_batch(d["ev_tokens"], d["ev_prompt"])])
 keep = np.isfinite(adh); _, inv = np.unique(np.array(d["ev_prompt"])[keep], return_inverse=True)
 
