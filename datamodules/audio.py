@@ -55,6 +55,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.batching import CellBatchSampler, genre_tempo_cells
+from datamodules.swap_negatives import SwapNegatives
 from suite.music import attributes as A
 from suite.music import tokens as T
 from suite.music.composer import N_SEGMENTS, SEGMENT
@@ -167,12 +168,15 @@ class _Indexed(Dataset):
         return {"tokens": self.tokens[j], "index": j}
 
 
-def _load_default_corpus(n_pieces: int, seed: int, root: str | None):
-    """Tokens `[N, L]` and captions of the cached music-world corpus (`suite.music.corpus`)."""
+def _load_default_corpus(n_pieces: int, seed: int, root: str | None, with_attrs: bool = False):
+    """Tokens `[N, L]` and captions (and attribute dicts) of the cached music-world corpus."""
     from suite.music.corpus import build_corpus
 
     corpus = build_corpus(seed=seed, n=n_pieces, root=root)
-    return torch.as_tensor(np.asarray(corpus.tokens, dtype=np.int64)), list(corpus.captions)
+    tokens = torch.as_tensor(np.asarray(corpus.tokens, dtype=np.int64))
+    if with_attrs:
+        return tokens, list(corpus.captions), list(corpus.attrs)
+    return tokens, list(corpus.captions)
 
 
 class AudioDataModule(L.LightningDataModule):
@@ -183,9 +187,13 @@ class AudioDataModule(L.LightningDataModule):
       independently augmented); val: `{"audio_a": [P, clip], "audio_b": [P, clip],
       "label": [P]}` without augmentation;
     - scorer: `{"audio": [B, S], "cond": [B, 384], "caption": list[str], "index": [B]}`;
+      with `swap_draws` > 0 training batches caption each piece with one of its swap draws
+      and add `"negative_cond": [B, 6, 384]`, `"negative_mask": [B, 6]`
+      (`datamodules.swap_negatives`; validation keeps the corpus captions);
     - preference: `{"win": [B, S], "lose": [B, S], "index": [B]}` (clean over flawed).
 
-    Data: pass `tokens` `[N, L]` (+ `captions` for the scorer), or leave them None to build
+    Data: pass `tokens` `[N, L]` (+ `captions` for the scorer, + `attrs` for its swap
+    draws), or leave them None to build
     the music-world corpus (`n_pieces`, `corpus_seed`; cached under `<root>/artifacts/`).
     The last `val_pieces` pieces of a seeded permutation are held out (at most 500, as in
     the issue).
@@ -196,6 +204,7 @@ class AudioDataModule(L.LightningDataModule):
         task: str = "embedder",
         tokens: torch.Tensor | None = None,
         captions: Sequence[str] | None = None,
+        attrs: Sequence[dict] | None = None,
         n_pieces: int = 4000,
         corpus_seed: int = 0,
         root: str | None = None,
@@ -209,6 +218,7 @@ class AudioDataModule(L.LightningDataModule):
         pair_augment: str = "shared",
         recording_augment: bool = False,
         hard_share: float = 0.0,
+        swap_draws: int = 0,
         seed: int = 0,
         render: Renderer | None = None,
         text_tower=None,
@@ -234,7 +244,14 @@ class AudioDataModule(L.LightningDataModule):
                 f"AudioDataModule: hard_share must be in [0, 1] and only for the embedder task, "
                 f"got {hard_share!r} for task {task!r}"
             )
-        self.hard_share = float(hard_share)
+        if not isinstance(swap_draws, int) or swap_draws < 0 or (swap_draws and task != "scorer"):
+            raise ValueError(
+                f"AudioDataModule: swap_draws must be an integer >= 0 and only for the scorer "
+                f"task, got {swap_draws!r} for task {task!r}"
+            )
+        self.hard_share, self.swap_draws = float(hard_share), swap_draws
+        self._attrs = None if attrs is None else list(attrs)
+        self.swaps = None
         self.task, self.batch_size, self.seed = task, batch_size, seed
         self.n_pieces, self.corpus_seed, self.root = n_pieces, corpus_seed, root
         self.val_pieces, self.clip_seconds, self.augment = val_pieces, clip_seconds, augment
@@ -260,8 +277,8 @@ class AudioDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if self._tokens is None:
-            self._tokens, self._captions = _load_default_corpus(
-                self.n_pieces, self.corpus_seed, self.root
+            self._tokens, self._captions, self._attrs = _load_default_corpus(
+                self.n_pieces, self.corpus_seed, self.root, with_attrs=True
             )
         tokens = self._tokens
         if tokens.dim() != 2 or tokens.shape[1] != T.SEQ_LEN:
@@ -280,6 +297,13 @@ class AudioDataModule(L.LightningDataModule):
 
                     self._tower = default_tower()
                 self.cond = self._tower.encode(self._captions).cpu()  # [N, 384]
+            if self.swap_draws and self.swaps is None:
+                if self._attrs is None or len(self._attrs) != len(tokens):
+                    raise ValueError(
+                        "AudioDataModule: swap_draws needs one attribute dict per piece "
+                        "(pass attrs, or leave tokens None to use the corpus)"
+                    )
+                self.swaps = SwapNegatives(self._attrs, self.swap_draws, self._tower, self.seed)
         n_val = min(self.val_pieces, 500, len(pool) // 5)
         if len(pool) - n_val < 2 or n_val < 2:
             raise ValueError(
@@ -388,6 +412,10 @@ class AudioDataModule(L.LightningDataModule):
         if self.task == "scorer":
             audio = self.render(tokens)
             audio = self._noise(audio) if aug else audio
+            if training and self.swaps is not None:
+                out = self.swaps.batch(index, self._gen)
+                return {**{k: v.to(tokens.device) if torch.is_tensor(v) else v
+                           for k, v in out.items()}, "audio": audio, "index": index}
             cond = self.cond[index.cpu()].to(tokens.device)
             return {
                 "audio": audio,

@@ -8,6 +8,8 @@ linear warmup and cosine decay (as in `lightning_modules.pretrain`).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import lightning as L
 import torch
 
@@ -42,6 +44,20 @@ class AudioJob(L.LightningModule):
         self.hparams["model_config"] = config.to_dict()
         self.hparams["model_class"] = model_cls.__name__
         return model_cls(config)
+
+    def _init_from(self, path: str) -> None:
+        """Start from the weights in `path` (a model file of the same class, e.g. a built
+        artifact's model.pt); refuse another architecture, naming both."""
+        name = type(self).__name__
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{name}: init_weights file not found: {path}")
+        source = type(self.model).from_checkpoint(path)
+        if source.config != self.model.config:
+            raise ValueError(
+                f"{name}: init_weights {path} holds another architecture "
+                f"({source.config.to_dict()}) than this job's ({self.model.config.to_dict()})"
+            )
+        self.model.load_state_dict(source.state_dict())
 
     def _finite(self, loss: torch.Tensor, batch_idx: int) -> torch.Tensor:
         if not torch.isfinite(loss):

@@ -12,8 +12,6 @@ positives, chunks of other pieces negatives. Validation on held-out pieces (up t
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
 from lightning_modules.audio_common import AudioJob
@@ -50,18 +48,6 @@ class EmbedderJob(AudioJob):
             self._init_from(init_weights)
         self.loss_fn = SemiHardTripletLoss(margin=margin)
         self._val: list[tuple[torch.Tensor, torch.Tensor]] = []
-
-    def _init_from(self, path: str) -> None:
-        """Start from the weights in `path`; refuse another architecture, naming both."""
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"EmbedderJob: init_weights file not found: {path}")
-        source = AudioEmbedder.from_checkpoint(path)
-        if source.config != self.model.config:
-            raise ValueError(
-                f"EmbedderJob: init_weights {path} holds another architecture "
-                f"({source.config.to_dict()}) than this job's ({self.model.config.to_dict()})"
-            )
-        self.model.load_state_dict(source.state_dict())
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         return self.model(audio)

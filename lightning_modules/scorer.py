@@ -5,6 +5,9 @@ Symmetric InfoNCE with a learned temperature on (caption, audio) pairs from
 embeddings as `cond`). Validation: text-to-audio retrieval on held-out pairs, `val/recall@1`
 and `val/recall@5`: each caption ranks every held-out clip by the score; a hit when a clip
 whose caption is the same string ranks in the top k (chance = k / n for distinct captions).
+Batches with `negative_cond` (the DataModule's `swap_draws`) add each clip's
+attribute-swapped captions to its audio-to-text softmax with weight `negative_weight`
+(`suite.models.scorer.info_nce`).
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from suite.models.scorer import SCORER_PRESETS, MuLanScorer, ScorerConfig
 
 class ScorerJob(AudioJob):
     """Args: `preset` ("tiny") or an explicit `model_config` dict; AdamW `lr`,
-    `weight_decay`; `warmup_steps`, `max_steps`."""
+    `weight_decay`; `warmup_steps`, `max_steps`; `negative_weight` (> 0) of the hard-negative
+    captions when batches carry them; `init_weights`: a scorer checkpoint to start from."""
 
     def __init__(
         self,
@@ -28,6 +32,8 @@ class ScorerJob(AudioJob):
         weight_decay: float = 0.05,
         warmup_steps: int = 50,
         max_steps: int = 2000,
+        negative_weight: float = 1.0,
+        init_weights: str | None = None,
     ):
         super().__init__()
         self._check_optim(lr, weight_decay, warmup_steps, max_steps)
@@ -35,10 +41,22 @@ class ScorerJob(AudioJob):
         self.model = self._model_from(
             MuLanScorer, ScorerConfig, SCORER_PRESETS, preset, model_config
         )
+        if init_weights is not None:
+            self._init_from(init_weights)
+        if not (isinstance(negative_weight, (int, float)) and negative_weight > 0):
+            raise ValueError(f"ScorerJob: negative_weight must be > 0, got {negative_weight!r}")
+        self.negative_weight = float(negative_weight)
         self._val: list[tuple[torch.Tensor, torch.Tensor, list[str]]] = []
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss = self._finite(self.model.loss(batch["audio"], batch["cond"]), batch_idx)
+        loss = self.model.loss(
+            batch["audio"],
+            batch["cond"],
+            batch.get("negative_cond"),
+            batch.get("negative_mask"),
+            self.negative_weight,
+        )
+        loss = self._finite(loss, batch_idx)
         bs = len(batch["audio"])
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
         self.log("train/temperature", self.model.temperature, batch_size=bs)

@@ -18,6 +18,14 @@ the suite trains its own (DESIGN.md section 4):
   where s_ij = cos(audio_i, text_j). Identical captions inside a batch are not negatives of
   each other: the target of row i is spread uniformly over every j whose caption embedding
   equals caption i's (a plain one-hot target would push apart equal texts).
+- optional hard negatives (NegCLIP, Yuksekgonul et al. 2023; `suite.music.swaps`): each
+  audio clip i may bring S extra captions n_ik (its own caption with one attribute changed)
+  that join only ITS audio-to-text softmax, with weight w (a log-offset, w = 1 counts each
+  as one more caption):
+
+      a2t_i = -log [ sum_{j ~ i} e^{s_ij / tau} / (sum_j e^{s_ij / tau} + w sum_k e^{s(a_i, n_ik) / tau}) ]
+
+  (written with the spread target above); the text-to-audio half is unchanged.
 """
 
 from __future__ import annotations
@@ -77,16 +85,35 @@ SCORER_PRESETS = {"tiny": ScorerConfig(), "tiny_pitch": ScorerConfig(encoder=TIN
 
 
 def info_nce(
-    audio: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor, text_key=None
+    audio: torch.Tensor,
+    text: torch.Tensor,
+    logit_scale: torch.Tensor,
+    text_key=None,
+    negatives: torch.Tensor | None = None,
+    negative_mask: torch.Tensor | None = None,
+    negative_weight: float = 1.0,
 ) -> torch.Tensor:
     """Symmetric InfoNCE of unit-norm `audio [B, J]` vs `text [B, J]` (module docstring).
 
     `text_key [B, K]` identifies captions (rows equal <=> same caption; default: `text`).
+    `negatives [B, S, J]` (unit-norm) are clip i's own hard-negative captions, `negative_mask
+    [B, S]` True where one exists; they join the audio-to-text softmax with `negative_weight`.
     """
-    logits = logit_scale.exp() * audio @ text.T  # [B, B]
+    scale = logit_scale.exp()
+    logits = scale * audio @ text.T  # [B, B]
     key = text if text_key is None else text_key
     same = (key[:, None, :] == key[None, :, :]).all(-1).float()  # [B, B], diagonal = 1
-    a2t = -(same / same.sum(1, keepdim=True) * logits.log_softmax(dim=1)).sum(1).mean()
+    row = logits
+    if negatives is not None:
+        if negative_mask is None or negative_mask.shape != negatives.shape[:2]:
+            raise ValueError("info_nce: negatives [B, S, J] need a negative_mask [B, S]")
+        if not negative_weight > 0:
+            raise ValueError(f"info_nce: negative_weight must be > 0, got {negative_weight!r}")
+        neg = scale * (audio[:, None, :] * negatives).sum(-1) + math.log(negative_weight)
+        neg = neg.masked_fill(~negative_mask, float("-inf"))  # [B, S]
+        row = torch.cat([logits, neg], dim=1)  # [B, B + S]
+    a2t_logp = row.log_softmax(dim=1)[:, : len(text)]  # [B, B]
+    a2t = -(same / same.sum(1, keepdim=True) * a2t_logp).sum(1).mean()
     t2a = -(same / same.sum(0, keepdim=True) * logits.log_softmax(dim=0)).sum(0).mean()
     return 0.5 * (a2t + t2a)
 
@@ -129,10 +156,24 @@ class MuLanScorer(nn.Module):
             )
         return F.normalize(self.text_proj(text_emb), dim=-1)
 
-    def loss(self, audio: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:
-        """InfoNCE on a batch of paired audio `[B, S]` and MiniLM caption embeddings `[B, 384]`."""
+    def loss(
+        self,
+        audio: torch.Tensor,
+        text_emb: torch.Tensor,
+        negative_emb: torch.Tensor | None = None,
+        negative_mask: torch.Tensor | None = None,
+        negative_weight: float = 1.0,
+    ) -> torch.Tensor:
+        """InfoNCE on a batch of paired audio `[B, S]` and MiniLM caption embeddings `[B, 384]`;
+        optional hard-negative captions `negative_emb [B, K, 384]` with `negative_mask [B, K]`."""
         a, t = self.embed_audio(audio), self.embed_text(text_emb)
-        return info_nce(a, t, self.clamped_logit_scale(), text_key=text_emb)
+        negatives = None
+        if negative_emb is not None:
+            negatives = self.embed_text(negative_emb.flatten(0, 1)).view(*negative_emb.shape[:2], -1)
+        return info_nce(
+            a, t, self.clamped_logit_scale(), text_key=text_emb, negatives=negatives,
+            negative_mask=negative_mask, negative_weight=negative_weight,
+        )
 
     def score_embeddings(
         self, audio: torch.Tensor, text_emb: torch.Tensor, sample_rate: int | None = None
