@@ -50,6 +50,9 @@ KINDS = tuple(JOBS)
 # judgments of generated music).
 FOLDER_DATA = "datamodules.audio_folder:AudioFolderDataModule"
 GENERATION_DATA = "datamodules.generations:GenerationPairsDataModule"
+# A scorer spec whose `data` names a `trunk` (a built scorer's model.pt) trains on that
+# trunk's cached features: the frozen-trunk stage (`datamodules.trunk_features`).
+TRUNK_DATA = "datamodules.trunk_features:TrunkFeatureDataModule"
 
 
 def _data_target(kind: str, spec: Mapping | None) -> str:
@@ -58,13 +61,15 @@ def _data_target(kind: str, spec: Mapping | None) -> str:
         return FOLDER_DATA
     if kind == "preference" and isinstance(data, Mapping) and "base_lm" in data:
         return GENERATION_DATA
+    if kind == "scorer" and isinstance(data, Mapping) and "trunk" in data:
+        return TRUNK_DATA
     return JOBS[kind][1]
 
 
 def _data_kwargs(kind: str, spec: Mapping | None) -> dict[str, Any]:
     """The DataModule's keyword arguments: the kind's fixed ones (unless the spec's data
     names another DataModule that takes none) and the spec's `data`."""
-    fixed = {} if _data_target(kind, spec) == GENERATION_DATA else JOBS[kind][2]
+    fixed = {} if _data_target(kind, spec) in (GENERATION_DATA, TRUNK_DATA) else JOBS[kind][2]
     return {**fixed, **((spec or {}).get("data") or {})}
 # Keys of a spec's `train` section that configure the Trainer rather than the job.
 _TRAINER_KEYS = {"accelerator", "val_every", "log_every", "precision"}

@@ -22,7 +22,9 @@ from suite.models.scorer import SCORER_PRESETS, MuLanScorer, ScorerConfig
 class ScorerJob(AudioJob):
     """Args: `preset` ("tiny") or an explicit `model_config` dict; AdamW `lr`,
     `weight_decay`; `warmup_steps`, `max_steps`; `negative_weight` (> 0) of the hard-negative
-    captions when batches carry them; `init_weights`: a scorer checkpoint to start from."""
+    captions when batches carry them; `init_weights`: a scorer checkpoint to start from;
+    `train_trunk` False trains only the two heads and the temperature (the frozen-trunk
+    stage; batches may then carry the trunk's cached `features` instead of audio)."""
 
     def __init__(
         self,
@@ -34,6 +36,7 @@ class ScorerJob(AudioJob):
         max_steps: int = 2000,
         negative_weight: float = 1.0,
         init_weights: str | None = None,
+        train_trunk: bool = True,
     ):
         super().__init__()
         self._check_optim(lr, weight_decay, warmup_steps, max_steps)
@@ -46,27 +49,39 @@ class ScorerJob(AudioJob):
         if not (isinstance(negative_weight, (int, float)) and negative_weight > 0):
             raise ValueError(f"ScorerJob: negative_weight must be > 0, got {negative_weight!r}")
         self.negative_weight = float(negative_weight)
+        if not isinstance(train_trunk, bool):
+            raise ValueError(f"ScorerJob: train_trunk must be true or false, got {train_trunk!r}")
+        if not train_trunk:  # LiT-style stage: the audio trunk stays as loaded
+            self.model.audio_encoder.requires_grad_(False)
         self._val: list[tuple[torch.Tensor, torch.Tensor, list[str]]] = []
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = self.model.loss(
-            batch["audio"],
+            batch.get("audio"),
             batch["cond"],
             batch.get("negative_cond"),
             batch.get("negative_mask"),
             self.negative_weight,
+            features=batch.get("features"),
         )
         loss = self._finite(loss, batch_idx)
-        bs = len(batch["audio"])
+        bs = len(batch["cond"])
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
         self.log("train/temperature", self.model.temperature, batch_size=bs)
         return loss
+
+    def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
+        if not self.hparams.train_trunk:  # frozen means frozen: no dropout in the trunk
+            self.model.audio_encoder.eval()
 
     def on_validation_epoch_start(self) -> None:
         self._val = []
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        a = self.model.embed_audio(batch["audio"]).float().cpu()
+        if "features" in batch:  # a frozen trunk's cached output (TrunkFeatureDataModule)
+            a = self.model.embed_features(batch["features"]).float().cpu()
+        else:
+            a = self.model.embed_audio(batch["audio"]).float().cpu()
         t = self.model.embed_text(batch["cond"]).float().cpu()
         self._val.append((a, t, list(batch["caption"])))
 

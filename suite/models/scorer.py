@@ -156,6 +156,11 @@ class MuLanScorer(nn.Module):
             )
         return F.normalize(self.text_proj(text_emb), dim=-1)
 
+    def embed_features(self, features: torch.Tensor) -> torch.Tensor:
+        """Joint-space audio embeddings from the audio trunk's output `[B, W]` (features
+        cached from a frozen trunk: the LiT-style stage of the scorer's training)."""
+        return F.normalize(self.audio_proj(features), dim=-1)
+
     def loss(
         self,
         audio: torch.Tensor,
@@ -163,10 +168,13 @@ class MuLanScorer(nn.Module):
         negative_emb: torch.Tensor | None = None,
         negative_mask: torch.Tensor | None = None,
         negative_weight: float = 1.0,
+        features: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """InfoNCE on a batch of paired audio `[B, S]` and MiniLM caption embeddings `[B, 384]`;
-        optional hard-negative captions `negative_emb [B, K, 384]` with `negative_mask [B, K]`."""
-        a, t = self.embed_audio(audio), self.embed_text(text_emb)
+        """InfoNCE on a batch of paired audio `[B, S]` (or its trunk `features [B, W]`, with
+        `audio` None) and MiniLM caption embeddings `[B, 384]`; optional hard-negative
+        captions `negative_emb [B, K, 384]` with `negative_mask [B, K]`."""
+        a = self.embed_features(features) if features is not None else self.embed_audio(audio)
+        t = self.embed_text(text_emb)
         negatives = None
         if negative_emb is not None:
             negatives = self.embed_text(negative_emb.flatten(0, 1)).view(*negative_emb.shape[:2], -1)
