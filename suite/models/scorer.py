@@ -102,7 +102,9 @@ def info_nce(
     scale = logit_scale.exp()
     logits = scale * audio @ text.T  # [B, B]
     key = text if text_key is None else text_key
-    same = (key[:, None, :] == key[None, :, :]).all(-1).float()  # [B, B], diagonal = 1
+    # equal rows <=> equal index among the unique rows (O(B K log B), not a [B, B, K] compare)
+    _, caption = torch.unique(key, dim=0, return_inverse=True)  # [B]
+    same = (caption[:, None] == caption[None, :]).float()  # [B, B], diagonal = 1
     row = logits
     if negatives is not None:
         if negative_mask is None or negative_mask.shape != negatives.shape[:2]:
