@@ -87,6 +87,19 @@ def add_noise(
 # ---------------------------------------------------------------- datasets
 
 
+def held_out_count(n: int, val_pieces: int) -> int:
+    """Pieces held out of `n`: at most `val_pieces`, 500 (as in the issue) and a fifth."""
+    return min(val_pieces, 500, n // 5)
+
+
+def held_out_split(pool: np.ndarray, val_pieces: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, held-out) indices of `pool`: the last `held_out_count` of a seeded permutation,
+    each sorted; every DataModule on the corpus holds out the same pieces."""
+    perm = np.random.default_rng(seed).permutation(pool)
+    n_val = held_out_count(len(pool), val_pieces)
+    return np.sort(perm[:-n_val]), np.sort(perm[-n_val:])
+
+
 class _Indexed(Dataset):
     """Yields `{"tokens": [L], "index": int}` for a subset of the corpus."""
 
@@ -237,13 +250,12 @@ class AudioDataModule(L.LightningDataModule):
                         "(pass attrs, or leave tokens None to use the corpus)"
                     )
                 self.swaps = SwapNegatives(self._attrs, self.swap_draws, self._tower, self.seed)
-        n_val = min(self.val_pieces, 500, len(pool) // 5)
+        n_val = held_out_count(len(pool), self.val_pieces)
         if len(pool) - n_val < 2 or n_val < 2:
             raise ValueError(
                 f"AudioDataModule: only {len(pool)} usable pieces for task {self.task!r}"
             )
-        perm = np.random.default_rng(self.seed).permutation(pool)
-        self.train_idx, self.val_idx = np.sort(perm[:-n_val]), np.sort(perm[-n_val:])
+        self.train_idx, self.val_idx = held_out_split(pool, self.val_pieces, self.seed)
 
     def _loader(self, idx: np.ndarray, shuffle: bool) -> DataLoader:
         if shuffle and self.hard_share > 0:  # a share of each batch from one genre-tempo cell

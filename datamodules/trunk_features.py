@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from datamodules.audio import _Indexed, _load_default_corpus
+from datamodules.audio import _Indexed, _load_default_corpus, held_out_count, held_out_split
 from datamodules.swap_negatives import SwapNegatives
 
 Renderer = Callable[[torch.Tensor], torch.Tensor]
@@ -84,7 +84,7 @@ class TrunkFeatureDataModule(L.LightningDataModule):
             raise ValueError("TrunkFeatureDataModule: needs one caption per piece")
         if self.swap_draws and (self._attrs is None or len(self._attrs) != n):
             raise ValueError("TrunkFeatureDataModule: swap_draws needs one attribute dict per piece")
-        n_val = min(self.val_pieces, 500, n // 5)
+        n_val = held_out_count(n, self.val_pieces)
         if n - n_val < self.batch_size or n_val < 2:
             raise ValueError(
                 f"TrunkFeatureDataModule: {n} pieces leave too few for batches of "
@@ -109,8 +109,7 @@ class TrunkFeatureDataModule(L.LightningDataModule):
         self.cond = self._tower.encode(self._captions).cpu()  # [N, 384]
         if self.swap_draws:
             self.swaps = SwapNegatives(self._attrs, self.swap_draws, self._tower, self.seed)
-        perm = np.random.default_rng(self.seed).permutation(n)
-        self.train_idx, self.val_idx = np.sort(perm[:-n_val]), np.sort(perm[-n_val:])
+        self.train_idx, self.val_idx = held_out_split(np.arange(n), self.val_pieces, self.seed)
 
     def _loader(self, idx: np.ndarray, shuffle: bool) -> DataLoader:
         return DataLoader(
