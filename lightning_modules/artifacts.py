@@ -53,6 +53,11 @@ GENERATION_DATA = "datamodules.generations:GenerationPairsDataModule"
 # A scorer spec whose `data` names a `trunk` (a built scorer's model.pt) trains on that
 # trunk's cached features: the frozen-trunk stage (`datamodules.trunk_features`).
 TRUNK_DATA = "datamodules.trunk_features:TrunkFeatureDataModule"
+# Spec fields that name another artifact: (section, key) -> its kind (None: the same kind).
+# Each takes a checkpoint path or a nested spec; a nested spec is built first when missing,
+# and it is what the folder hash sees, so a chain of stages (the scorer's: contrastive ->
+# frozen trunk -> whole) hashes the same in every checkout, where an absolute path would not.
+REFERENCES: dict[tuple[str, str], str | None] = {("model", "init_weights"): None, ("data", "trunk"): "scorer"}
 
 
 def _data_target(kind: str, spec: Mapping | None) -> str:
@@ -139,10 +144,22 @@ def _mlflow_logger(kind: str, folder: Path, spec: dict[str, Any]):
     return tracking.artifact_logger(kind, folder.name.split(".tmp-")[0].lstrip("."), spec)
 
 
+def _resolve_references(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """`spec` with each artifact it names (REFERENCES) replaced by that artifact's file,
+    built first when it is a spec not built yet."""
+    out = {k: dict(v) if isinstance(v, Mapping) else v for k, v in spec.items()}
+    for (section, key), ref_kind in REFERENCES.items():
+        value = (out.get(section) or {}).get(key)
+        if isinstance(value, Mapping):
+            out[section][key] = str(resolve(ref_kind or kind, value))
+    return out
+
+
 def train_artifact(kind: str, spec: dict[str, Any], folder: Path) -> None:
     """Train the job for `kind` from `spec` and write model.pt and metrics.json into folder."""
     import lightning.pytorch as pl
 
+    spec = _resolve_references(kind, spec)
     module_target = JOBS[kind][0]
     data_target = _data_target(kind, spec)
     pl.seed_everything(int(spec.get("seed", 0)), workers=True, verbose=False)

@@ -77,3 +77,16 @@ def test_default_specs_find_the_committed_judges():
     for kind in ("embedder", "scorer", "preference"):
         path = audio_eval._checkpoint(kind, specs[kind])
         assert path.is_file() and path.parent.name.startswith(f"{kind}-")
+
+
+def test_the_scorer_stages_name_each_other_by_spec():
+    # conf/artifacts/tiny.yaml builds the scorer in three stages; each names the one before
+    # by its spec (not an absolute path), so the chain hashes the same in every checkout
+    specs = audio_eval.default_specs()
+    assert specs["scorer"]["model"]["init_weights"] == specs["scorer_frozen_trunk"]
+    frozen = specs["scorer_frozen_trunk"]
+    assert frozen["data"]["trunk"] == frozen["model"]["init_weights"] == specs["scorer_contrastive"]
+    assert frozen["model"]["train_trunk"] is False
+    folders = {audio_eval._checkpoint("scorer", specs[k]).parent for k in
+               ("scorer_contrastive", "scorer_frozen_trunk", "scorer")}  # fmt: skip
+    assert len(folders) == 3

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from datamodules.trunk_features import TrunkFeatureDataModule
+from lightning_modules import artifacts as artifact_jobs
 from lightning_modules.artifacts import TRUNK_DATA, _data_kwargs, _data_target
 from lightning_modules.scorer import ScorerJob
 from suite.models.scorer import MuLanScorer, ScorerConfig
@@ -68,6 +69,31 @@ def test_a_scorer_spec_naming_a_trunk_selects_the_feature_data():
     assert _data_target("scorer", spec) == TRUNK_DATA
     assert _data_kwargs("scorer", spec) == spec["data"]  # no fixed task argument
     assert _data_target("scorer", {"data": {"swap_draws": 2}}) != TRUNK_DATA
+
+
+def test_nested_specs_are_built_first_and_given_as_files(monkeypatch, tmp_path):
+    # a stage names the stage before it by spec: train_artifact hands the job and the
+    # DataModule that artifact's file, resolved by kind; a path passes through untouched
+    calls = []
+
+    def fake_resolve(kind, value):
+        calls.append((kind, value))
+        return tmp_path / f"{kind}-{value['seed']}" / "model.pt"
+
+    monkeypatch.setattr(artifact_jobs, "resolve", fake_resolve)
+    inner, other = {"seed": 7, "model": {"preset": "tiny"}}, {"seed": 8}
+    spec = {"seed": 0, "data": {"trunk": inner, "batch_size": 4},
+            "model": {"init_weights": other, "preset": "tiny"}}  # fmt: skip
+    out = artifact_jobs._resolve_references("scorer", spec)
+    assert out["data"] == {"trunk": str(tmp_path / "scorer-7" / "model.pt"), "batch_size": 4}
+    assert out["model"]["init_weights"] == str(tmp_path / "scorer-8" / "model.pt")
+    assert sorted(calls, key=lambda c: c[1]["seed"]) == [("scorer", inner), ("scorer", other)]
+    assert spec["data"]["trunk"] is inner  # the spec itself (what the hash saw) is unchanged
+    calls.clear()
+    embedder = artifact_jobs._resolve_references("embedder", {"model": {"init_weights": other}})
+    assert calls == [("embedder", other)] and embedder["model"]["init_weights"].endswith("embedder-8/model.pt")
+    path = {"model": {"init_weights": "/some/file.pt"}}
+    assert artifact_jobs._resolve_references("scorer", path) == path and len(calls) == 1
 
 
 def test_bad_values_are_refused(corpus, trunk, tmp_path):
