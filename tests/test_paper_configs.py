@@ -28,6 +28,7 @@ from lightning_modules.artifacts import (
     _TRAINER_KEYS,
     JOBS,
     KINDS,
+    TRUNK_DATA,
     _data_kwargs,
     _data_target,
     _load,
@@ -223,7 +224,9 @@ def job_and_data(kind: str, spec: dict):
     assert set(spec) <= {"seed", "data", "model", "train"}
     module_target, data_target = JOBS[kind][0], _data_target(kind, spec)
     train = dict(spec.get("train", {}))
-    model_kwargs = dict(spec.get("model", {}))
+    # a stage's init_weights names an earlier stage by spec (REFERENCES), resolved to a file
+    # only when it is built: the weights are not needed to check the constructor
+    model_kwargs = {k: v for k, v in spec.get("model", {}).items() if k != "init_weights"}
     if kind == "base_lm":
         model_kwargs |= {"vocab_size": tokens.VOCAB_SIZE, "seq_len": tokens.SEQ_LEN}
     job = _load(module_target)(
@@ -257,6 +260,17 @@ def test_embedder_is_appendix_d1(specs):
     mirrored = OmegaConf.to_container(OmegaConf.load(CONF / "embedder" / "paper.yaml"))
     assert job.hparams["model_config"] == mirrored  # conf/embedder/paper.yaml
     assert 0.9 * 25e6 <= count_parameters(job.model) <= 1.1 * 25e6
+
+
+def test_scorer_stages_mirror_the_tiny_chain(specs):
+    # the three stages name each other by spec as in conf/artifacts/tiny.yaml, on one architecture
+    assert specs["scorer"]["model"]["init_weights"] == specs["scorer_frozen_trunk"]
+    frozen = specs["scorer_frozen_trunk"]
+    assert frozen["data"]["trunk"] == frozen["model"]["init_weights"] == specs["scorer_contrastive"]
+    for key in ("scorer_frozen_trunk", "scorer"):
+        assert specs[key]["model"]["model_config"] == specs["scorer_contrastive"]["model"]["model_config"]
+        job_and_data("scorer", specs[key])
+    assert _data_target("scorer", frozen) == TRUNK_DATA
 
 
 @pytest.mark.parametrize("kind", ["scorer", "preference"])
