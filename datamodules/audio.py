@@ -134,7 +134,8 @@ class AudioDataModule(L.LightningDataModule):
       "label": [P]}` without augmentation;
     - scorer: `{"audio": [B, S], "cond": [B, 384], "caption": list[str], "index": [B]}`;
       with `swap_draws` > 0 training batches caption each piece with one of its swap draws
-      and add `"negative_cond": [B, 6, 384]`, `"negative_mask": [B, 6]`
+      and add `"negative_cond": [B, 6, 384]`, `"negative_mask": [B, 6]`, with
+      `attribute_positives` also `"positives": [B, B]` (caption j describes piece i)
       (`datamodules.swap_negatives`; validation keeps the corpus captions);
     - preference: `{"win": [B, S], "lose": [B, S], "index": [B]}` (clean over flawed).
 
@@ -165,6 +166,7 @@ class AudioDataModule(L.LightningDataModule):
         recording_augment: bool = False,
         hard_share: float = 0.0,
         swap_draws: int = 0,
+        attribute_positives: bool = False,
         seed: int = 0,
         render: Renderer | None = None,
         text_tower=None,
@@ -195,7 +197,14 @@ class AudioDataModule(L.LightningDataModule):
                 f"AudioDataModule: swap_draws must be an integer >= 0 and only for the scorer "
                 f"task, got {swap_draws!r} for task {task!r}"
             )
+        if not isinstance(attribute_positives, bool) or (attribute_positives and not swap_draws):
+            raise ValueError(
+                "AudioDataModule: attribute_positives must be true or false and needs "
+                f"swap_draws >= 1 (its captions know what they name), got {attribute_positives!r} "
+                f"with swap_draws {swap_draws!r}"
+            )
         self.hard_share, self.swap_draws = float(hard_share), swap_draws
+        self.attribute_positives = attribute_positives
         self._attrs = None if attrs is None else list(attrs)
         self.swaps = None
         self.task, self.batch_size, self.seed = task, batch_size, seed
@@ -249,7 +258,9 @@ class AudioDataModule(L.LightningDataModule):
                         "AudioDataModule: swap_draws needs one attribute dict per piece "
                         "(pass attrs, or leave tokens None to use the corpus)"
                     )
-                self.swaps = SwapNegatives(self._attrs, self.swap_draws, self._tower, self.seed)
+                self.swaps = SwapNegatives(
+                    self._attrs, self.swap_draws, self._tower, self.seed, self.attribute_positives
+                )
         n_val = held_out_count(len(pool), self.val_pieces)
         if len(pool) - n_val < 2 or n_val < 2:
             raise ValueError(

@@ -5,6 +5,13 @@ caption's swapped twins (one named attribute changed). They are embedded once by
 text tower into a table of distinct captions; a training batch draws one of its piece's
 captions and carries the twins' embeddings for `suite.models.scorer.info_nce`'s
 `negatives` (paper section 3.1's MuLan score, trained to read every named attribute).
+
+With `positives`, a batch also says which of its captions DESCRIBE which of its pieces: a
+caption describes a piece when the piece has every attribute value the caption names. Most
+captions name two or three attributes, so in a batch of 1,024 a caption describes dozens of
+pieces besides its own; plain InfoNCE pushes them all away (false negatives), teaching the
+scorer to tell apart pieces the caption does not, where the adherence it stands for asks
+only whether the named attributes hold (docs/music_world.md, session 16).
 """
 
 from __future__ import annotations
@@ -17,8 +24,11 @@ from suite.music.swaps import SWAPPABLE, swap_table
 class SwapNegatives:
     """Caption draws and their swapped twins for N pieces, embedded once."""
 
-    def __init__(self, attrs: list[dict[str, str]], draws: int, tower, seed: int = 0):
-        captions, negatives = swap_table(attrs, draws, seed)
+    def __init__(
+        self, attrs: list[dict[str, str]], draws: int, tower, seed: int = 0, positives: bool = False
+    ):
+        named: list[dict[str, str]] = []
+        captions, negatives = swap_table(attrs, draws, seed, named)
         flat = sorted(set(captions) | {t for row in negatives for t in row if t is not None})
         where = {t: i for i, t in enumerate(flat)}
         self.table = tower.encode(flat).cpu()  # [U, 384]: every distinct caption once
@@ -27,16 +37,30 @@ class SwapNegatives:
         self.neg = torch.tensor(  # [N, D, S]; -1: the caption does not name that attribute
             [[where[t] if t is not None else -1 for t in row] for row in negatives]
         ).view(len(attrs), draws, len(SWAPPABLE))
+        self.codes = self.named = None
+        if positives:  # attribute values as integers: pieces [N, A], captions [N, D, A] (-1: unnamed)
+            keys = sorted({k for said in named for k in said})
+            values = [{v: i for i, v in enumerate(sorted({a.get(k, "") for a in attrs}))} for k in keys]
+            self.codes = torch.tensor([[values[j][a.get(k, "")] for j, k in enumerate(keys)] for a in attrs])
+            self.named = torch.tensor(
+                [[values[j][said[k]] if k in said else -1 for j, k in enumerate(keys)] for said in named]
+            ).view(len(attrs), draws, len(keys))
 
     def batch(self, index: torch.Tensor, generator: torch.Generator) -> dict:
         """One caption draw per piece of `index [B]`: `cond [B, 384]`, `caption`,
-        `negative_cond [B, S, 384]`, `negative_mask [B, S]`."""
+        `negative_cond [B, S, 384]`, `negative_mask [B, S]`; with positives also
+        `positives [B, B]`, True where caption j describes piece i."""
         index = index.cpu()
         d = torch.randint(0, self.pos.shape[1], (len(index),), generator=generator)
         pos, neg = self.pos[index, d], self.neg[index, d]  # [B], [B, S]
-        return {
+        out = {
             "cond": self.table[pos],
             "caption": [self.captions[i] for i in pos.tolist()],
             "negative_cond": self.table[neg.clamp(min=0)],
             "negative_mask": neg >= 0,
         }
+        if self.codes is not None:
+            said = self.named[index, d][None]  # [1, B, A]: caption j's named values
+            has = self.codes[index][:, None]  # [B, 1, A]: piece i's values
+            out["positives"] = ((said < 0) | (said == has)).all(-1)  # [B, B]
+        return out

@@ -35,7 +35,9 @@ _CHUNK = 64  # pieces rendered and encoded at a time
 class TrunkFeatureDataModule(L.LightningDataModule):
     """Args: `trunk`, a scorer model file (e.g. a built artifact's model.pt) whose audio
     encoder is run once per piece; corpus (`n_pieces`, `corpus_seed`, `root`) or explicit
-    `tokens` / `captions` / `attrs`; `val_pieces`, `batch_size`, `swap_draws`, `seed`."""
+    `tokens` / `captions` / `attrs`; `val_pieces`, `batch_size`, `swap_draws`,
+    `attribute_positives` (batches say which captions describe which pieces:
+    `datamodules.swap_negatives`), `seed`."""
 
     def __init__(
         self,
@@ -49,6 +51,7 @@ class TrunkFeatureDataModule(L.LightningDataModule):
         val_pieces: int = 500,
         batch_size: int = 1024,
         swap_draws: int = 0,
+        attribute_positives: bool = False,
         seed: int = 0,
         render: Renderer | None = None,
         text_tower=None,
@@ -60,7 +63,14 @@ class TrunkFeatureDataModule(L.LightningDataModule):
             raise ValueError(f"TrunkFeatureDataModule: batch_size must be >= 2, got {batch_size}")
         if not isinstance(swap_draws, int) or swap_draws < 0:
             raise ValueError(f"TrunkFeatureDataModule: swap_draws must be >= 0, got {swap_draws!r}")
+        if not isinstance(attribute_positives, bool) or (attribute_positives and not swap_draws):
+            raise ValueError(
+                "TrunkFeatureDataModule: attribute_positives must be true or false and needs "
+                f"swap_draws >= 1 (its captions know what they name), got {attribute_positives!r} "
+                f"with swap_draws {swap_draws!r}"
+            )
         self.trunk, self.batch_size, self.swap_draws, self.seed = trunk, batch_size, swap_draws, seed
+        self.attribute_positives = attribute_positives
         self.n_pieces, self.corpus_seed, self.root, self.val_pieces = (
             n_pieces, corpus_seed, root, val_pieces
         )
@@ -108,7 +118,9 @@ class TrunkFeatureDataModule(L.LightningDataModule):
         self.features = torch.cat(feats)  # [N, W]
         self.cond = self._tower.encode(self._captions).cpu()  # [N, 384]
         if self.swap_draws:
-            self.swaps = SwapNegatives(self._attrs, self.swap_draws, self._tower, self.seed)
+            self.swaps = SwapNegatives(
+                self._attrs, self.swap_draws, self._tower, self.seed, self.attribute_positives
+            )
         self.train_idx, self.val_idx = held_out_split(np.arange(n), self.val_pieces, self.seed)
 
     def _loader(self, idx: np.ndarray, shuffle: bool) -> DataLoader:

@@ -63,6 +63,7 @@ class ScorerJob(AudioJob):
             batch.get("negative_mask"),
             self.negative_weight,
             features=batch.get("features"),
+            positives=batch.get("positives"),
         )
         loss = self._finite(loss, batch_idx)
         bs = len(batch["cond"])

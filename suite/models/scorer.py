@@ -92,19 +92,30 @@ def info_nce(
     negatives: torch.Tensor | None = None,
     negative_mask: torch.Tensor | None = None,
     negative_weight: float = 1.0,
+    positives: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Symmetric InfoNCE of unit-norm `audio [B, J]` vs `text [B, J]` (module docstring).
 
     `text_key [B, K]` identifies captions (rows equal <=> same caption; default: `text`).
     `negatives [B, S, J]` (unit-norm) are clip i's own hard-negative captions, `negative_mask
     [B, S]` True where one exists; they join the audio-to-text softmax with `negative_weight`.
+    `positives [B, B]` (bool, True on the diagonal) marks more positive pairs: caption j
+    describes clip i; each side's target spreads evenly over its positives, as for equal
+    captions.
     """
     scale = logit_scale.exp()
     logits = scale * audio @ text.T  # [B, B]
     key = text if text_key is None else text_key
     # equal rows <=> equal index among the unique rows (O(B K log B), not a [B, B, K] compare)
     _, caption = torch.unique(key, dim=0, return_inverse=True)  # [B]
-    same = (caption[:, None] == caption[None, :]).float()  # [B, B], diagonal = 1
+    same = caption[:, None] == caption[None, :]  # [B, B], diagonal = 1
+    if positives is not None:
+        if positives.shape != same.shape or positives.dtype != torch.bool:
+            raise ValueError(f"info_nce: positives must be a bool [{len(text)}, {len(text)}] tensor")
+        if not positives.diagonal().all():
+            raise ValueError("info_nce: positives must be True on the diagonal (each clip's own caption)")
+        same = same | positives.to(same.device)
+    same = same.to(logits.dtype)  # the targets in the logits precision (1/3 is not exact in fp32)
     row = logits
     if negatives is not None:
         if negative_mask is None or negative_mask.shape != negatives.shape[:2]:
@@ -171,10 +182,12 @@ class MuLanScorer(nn.Module):
         negative_mask: torch.Tensor | None = None,
         negative_weight: float = 1.0,
         features: torch.Tensor | None = None,
+        positives: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """InfoNCE on a batch of paired audio `[B, S]` (or its trunk `features [B, W]`, with
         `audio` None) and MiniLM caption embeddings `[B, 384]`; optional hard-negative
-        captions `negative_emb [B, K, 384]` with `negative_mask [B, K]`."""
+        captions `negative_emb [B, K, 384]` with `negative_mask [B, K]`, and `positives
+        [B, B]` (caption j describes clip i)."""
         a = self.embed_features(features) if features is not None else self.embed_audio(audio)
         t = self.embed_text(text_emb)
         negatives = None
@@ -182,7 +195,7 @@ class MuLanScorer(nn.Module):
             negatives = self.embed_text(negative_emb.flatten(0, 1)).view(*negative_emb.shape[:2], -1)
         return info_nce(
             a, t, self.clamped_logit_scale(), text_key=text_emb, negatives=negatives,
-            negative_mask=negative_mask, negative_weight=negative_weight,
+            negative_mask=negative_mask, negative_weight=negative_weight, positives=positives,
         )
 
     def score_embeddings(

@@ -195,13 +195,17 @@ def describe(
     heldout: bool = False,
     quality: bool = True,
     require: tuple[str, ...] = (),
+    named: dict[str, str] | None = None,
 ) -> str:
     """One caption of a piece. `heldout` uses the eval-only words and frames.
 
     `flaws` is the composer's flaw record ({} or None for a clean piece). With `quality`
     False no quality words are added (used for prompts). `require` names attributes the
-    caption must mention (among genre, mood, tempo, lead).
+    caption must mention (among genre, mood, tempo, lead). `named`, if given, is filled
+    with the attributes the caption mentions and their values (the same draws either way).
     """
+    said: dict[str, str] = {}  # what the noun phrase names
+    told: dict[str, str] = {}  # what the adjuncts name (only if the frame has a place for them)
     A.check_attributes(attrs)
     genres = EVAL_GENRE_WORDS if heldout else GENRE_WORDS
     moods = EVAL_MOOD_WORDS if heldout else MOOD_WORDS
@@ -216,29 +220,38 @@ def describe(
     parts = []
     if "mood" in attrs and (rng.random() < 0.65 or "mood" in require):
         parts.append(_pick(rng, moods[attrs["mood"]]))
+        said["mood"] = attrs["mood"]
     if "tempo" in attrs and (rng.random() < 0.3 or "tempo" in require):
         parts.append(_pick(rng, tempos[attrs["tempo"]]))
+        said["tempo"] = attrs["tempo"]
     if "genre" in attrs and (rng.random() < 0.92 or not parts or "genre" in require):
         parts.append(_pick(rng, genres[attrs["genre"]]))
+        said["genre"] = attrs["genre"]
     noun = _pick(rng, EVAL_NOUNS if heldout else NOUNS)
     np_ = " ".join([*parts, noun]) if parts else "a " + noun
 
     adjuncts = []
     if "lead" in attrs and (rng.random() < 0.6 or "lead" in require):
         lead = inst_word(attrs["lead"])
+        told["lead"] = attrs["lead"]
         extra = ""
         if attrs.get("chords", "none") != "none" and rng.random() < 0.35:
             extra = f" and {inst_word(attrs['chords'])}"
+            told["chords"] = attrs["chords"]
         adjuncts.append(_pick(rng, ("with ", "featuring ", "led by ")) + lead + extra)
     if attrs.get("bass", "none") != "none" and rng.random() < 0.2:
         adjuncts.append("over " + inst_word(attrs["bass"]))
+        told["bass"] = attrs["bass"]
     if "drums" in attrs and rng.random() < 0.3:
         adjuncts.append("with " + _pick(rng, DRUM_WORDS[attrs["drums"]]))
+        told["drums"] = attrs["drums"]
     if "tempo" in attrs and rng.random() < 0.12:
         _, lo, hi, _ = next(t for t in A.TEMPOS if t[0] == attrs["tempo"])
         adjuncts.append(f"at {int(rng.integers(lo, hi + 1))} BPM")
+        told["tempo"] = attrs["tempo"]
     if "key" in attrs and "mode" in attrs and rng.random() < 0.2:
         adjuncts.append(f"in {attrs['key']} {MODE_WORDS[attrs['mode']]}")
+        told.update(key=attrs["key"], mode=attrs["mode"])
     rng.shuffle(adjuncts)
     adj = ", ".join(adjuncts)
 
@@ -263,6 +276,8 @@ def describe(
     else:
         frames = [f for f in frames if "uality" not in f]
     frame = _pick(rng, frames)
+    if named is not None:
+        named.update(said, **(told if "{adj}" in frame else {}))
     if not adj:
         frame = frame.replace(" {adj}", "").replace(", {adj}", "")
     text = frame.format(

@@ -36,13 +36,15 @@ _NAMED = ("genre", "mood", "tempo", "lead")
 
 
 def swapped_captions(
-    rng: np.random.Generator, attrs: dict[str, str]
+    rng: np.random.Generator, attrs: dict[str, str], named: dict[str, str] | None = None
 ) -> tuple[str, list[str | None]]:
     """(caption, negatives): `negatives[k]` is the caption with `SWAPPABLE[k]` changed to
-    another value, or None when the caption does not name it."""
+    another value, or None when the caption does not name it. `named`, if given, is filled
+    with the attributes the caption names (`captions.describe`)."""
     require = tuple(a for a in _NAMED if rng.random() < 0.5) or ("genre",)
     seed = int(rng.integers(2**31))
-    text = describe(np.random.default_rng(seed), attrs, None, quality=False, require=require)
+    text = describe(np.random.default_rng(seed), attrs, None, quality=False, require=require,
+                    named=named)  # fmt: skip
     negatives: list[str | None] = []
     for name in SWAPPABLE:
         others = [v for v in _VALUES[name] if v != attrs.get(name)]
@@ -53,16 +55,20 @@ def swapped_captions(
 
 
 def swap_table(
-    attrs: list[dict[str, str]], draws: int, seed: int = 0
+    attrs: list[dict[str, str]], draws: int, seed: int = 0, named: list | None = None
 ) -> tuple[list[str], list[list[str | None]]]:
-    """`draws` (caption, negatives) per piece, piece-major: entry `i * draws + d`."""
+    """`draws` (caption, negatives) per piece, piece-major: entry `i * draws + d`; `named`,
+    if given, gets each caption's named attributes appended in the same order."""
     if draws < 1:
         raise ValueError(f"swap_table: draws must be >= 1, got {draws!r}")
     rng = np.random.default_rng(seed)
     captions, negatives = [], []
     for a in attrs:
         for _ in range(draws):
-            text, neg = swapped_captions(rng, a)
+            said: dict[str, str] = {}
+            text, neg = swapped_captions(rng, a, said)
+            if named is not None:
+                named.append(said)
             captions.append(text)
             negatives.append(neg)
     return captions, negatives
