@@ -20,7 +20,7 @@ def fmt(v, lo, hi, d=3):
 
 
 old, new = rows("docs/repro/claims.csv", old_rev), rows("docs/repro/claims.csv")
-key = lambda r: (r["claim"], r["comparison"], r["metric"], r["expected"])
+key = lambda r: (r["claim"], r["comparison"], r["metric"], r["expected"][0])  # the bound may move
 before = {key(r): r for r in old}
 print("| claim | comparison | metric | before | after |\n|---|---|---|---|---|")
 for r in new:
@@ -39,3 +39,13 @@ for b, n in zip(so, sn):
           f"{fmt(n['quality'], n['quality_low'], n['quality_high'], 1)} | "
           f"{fmt(n['mulan'], n['mulan_low'], n['mulan_high'])} | "
           f"{fmt(n['preference'], n['preference_low'], n['preference_high'], 2)} |")
+print()
+print("| run | learned quality before | after | MuLan-style after | preference after | oracle quality after |\n|---|---|---|---|---|---|")
+ro = {r["run"]: r for r in rows("docs/repro/runs.csv", old_rev)}
+for r in rows("docs/repro/runs.csv"):
+    if r["kind"] != "cfg" or r["run"] not in ro:
+        continue
+    b = ro[r["run"]]
+    print(f"| {r['run']} | {fmt(b['eval/quality'], b['eval/quality_ci_low'], b['eval/quality_ci_high'], 1)} | "
+          f"{fmt(r['eval/quality'], r['eval/quality_ci_low'], r['eval/quality_ci_high'], 1)} | "
+          f"{float(r['eval/mulan']):.4f} | {float(r['eval/preference']):.3f} | {float(r['eval/oracle_quality']):.3f} |")
