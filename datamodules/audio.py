@@ -61,7 +61,7 @@ from datamodules.flawed import (  # noqa: F401 (re-exported)
     make_flawed,
     recording_runs,
 )
-from datamodules.swap_negatives import SwapNegatives
+from datamodules.swap_negatives import SwapNegatives, check_swap_options
 from suite.music import attributes as A
 from suite.music import tokens as T
 from suite.music.edits import (  # noqa: F401 (re-exported)
@@ -192,16 +192,11 @@ class AudioDataModule(L.LightningDataModule):
                 f"AudioDataModule: hard_share must be in [0, 1] and only for the embedder task, "
                 f"got {hard_share!r} for task {task!r}"
             )
-        if not isinstance(swap_draws, int) or swap_draws < 0 or (swap_draws and task != "scorer"):
+        check_swap_options("AudioDataModule", swap_draws, attribute_positives)
+        if swap_draws and task != "scorer":
             raise ValueError(
-                f"AudioDataModule: swap_draws must be an integer >= 0 and only for the scorer "
-                f"task, got {swap_draws!r} for task {task!r}"
-            )
-        if not isinstance(attribute_positives, bool) or (attribute_positives and not swap_draws):
-            raise ValueError(
-                "AudioDataModule: attribute_positives must be true or false and needs "
-                f"swap_draws >= 1 (its captions know what they name), got {attribute_positives!r} "
-                f"with swap_draws {swap_draws!r}"
+                f"AudioDataModule: swap_draws is only for the scorer task, got {swap_draws!r} "
+                f"for task {task!r}"
             )
         self.hard_share, self.swap_draws = float(hard_share), swap_draws
         self.attribute_positives = attribute_positives

@@ -21,6 +21,19 @@ import torch
 from suite.music.swaps import SWAPPABLE, swap_table
 
 
+def check_swap_options(owner: str, swap_draws, attribute_positives) -> None:
+    """Refuse bad `swap_draws` / `attribute_positives` values, naming `owner` (the
+    DataModule that takes them)."""
+    if isinstance(swap_draws, bool) or not isinstance(swap_draws, int) or swap_draws < 0:
+        raise ValueError(f"{owner}: swap_draws must be an integer >= 0, got {swap_draws!r}")
+    if not isinstance(attribute_positives, bool) or (attribute_positives and not swap_draws):
+        raise ValueError(
+            f"{owner}: attribute_positives must be true or false and needs swap_draws >= 1 "
+            f"(its captions know what they name), got {attribute_positives!r} with swap_draws "
+            f"{swap_draws!r}"
+        )
+
+
 class SwapNegatives:
     """Caption draws and their swapped twins for N pieces, embedded once."""
 

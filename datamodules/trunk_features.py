@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from datamodules.audio import _Indexed, _load_default_corpus, held_out_count, held_out_split
-from datamodules.swap_negatives import SwapNegatives
+from datamodules.swap_negatives import SwapNegatives, check_swap_options
 
 Renderer = Callable[[torch.Tensor], torch.Tensor]
 _CHUNK = 64  # pieces rendered and encoded at a time
@@ -61,14 +61,7 @@ class TrunkFeatureDataModule(L.LightningDataModule):
             raise FileNotFoundError(f"TrunkFeatureDataModule: trunk file not found: {trunk}")
         if batch_size < 2:
             raise ValueError(f"TrunkFeatureDataModule: batch_size must be >= 2, got {batch_size}")
-        if not isinstance(swap_draws, int) or swap_draws < 0:
-            raise ValueError(f"TrunkFeatureDataModule: swap_draws must be >= 0, got {swap_draws!r}")
-        if not isinstance(attribute_positives, bool) or (attribute_positives and not swap_draws):
-            raise ValueError(
-                "TrunkFeatureDataModule: attribute_positives must be true or false and needs "
-                f"swap_draws >= 1 (its captions know what they name), got {attribute_positives!r} "
-                f"with swap_draws {swap_draws!r}"
-            )
+        check_swap_options("TrunkFeatureDataModule", swap_draws, attribute_positives)
         self.trunk, self.batch_size, self.swap_draws, self.seed = trunk, batch_size, swap_draws, seed
         self.attribute_positives = attribute_positives
         self.n_pieces, self.corpus_seed, self.root, self.val_pieces = (
