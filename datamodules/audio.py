@@ -135,7 +135,8 @@ class AudioDataModule(L.LightningDataModule):
     - scorer: `{"audio": [B, S], "cond": [B, 384], "caption": list[str], "index": [B]}`;
       with `swap_draws` > 0 training batches caption each piece with one of its swap draws
       and add `"negative_cond": [B, 6, 384]`, `"negative_mask": [B, 6]`, with
-      `attribute_positives` also `"positives": [B, B]` (caption j describes piece i)
+      `attribute_positives` also `"positives": [B, B]` (caption j describes piece i), with
+      `near_misses` `"near_misses": [B, B]` (piece i lacks one value caption j names)
       (`datamodules.swap_negatives`; validation keeps the corpus captions);
     - preference: `{"win": [B, S], "lose": [B, S], "index": [B]}` (clean over flawed).
 
@@ -167,6 +168,7 @@ class AudioDataModule(L.LightningDataModule):
         hard_share: float = 0.0,
         swap_draws: int = 0,
         attribute_positives: bool = False,
+        near_misses: bool = False,
         seed: int = 0,
         render: Renderer | None = None,
         text_tower=None,
@@ -192,14 +194,14 @@ class AudioDataModule(L.LightningDataModule):
                 f"AudioDataModule: hard_share must be in [0, 1] and only for the embedder task, "
                 f"got {hard_share!r} for task {task!r}"
             )
-        check_swap_options("AudioDataModule", swap_draws, attribute_positives)
+        check_swap_options("AudioDataModule", swap_draws, attribute_positives, near_misses)
         if swap_draws and task != "scorer":
             raise ValueError(
                 f"AudioDataModule: swap_draws is only for the scorer task, got {swap_draws!r} "
                 f"for task {task!r}"
             )
         self.hard_share, self.swap_draws = float(hard_share), swap_draws
-        self.attribute_positives = attribute_positives
+        self.attribute_positives, self.near_misses = attribute_positives, near_misses
         self._attrs = None if attrs is None else list(attrs)
         self.swaps = None
         self.task, self.batch_size, self.seed = task, batch_size, seed
@@ -254,7 +256,8 @@ class AudioDataModule(L.LightningDataModule):
                         "(pass attrs, or leave tokens None to use the corpus)"
                     )
                 self.swaps = SwapNegatives(
-                    self._attrs, self.swap_draws, self._tower, self.seed, self.attribute_positives
+                    self._attrs, self.swap_draws, self._tower, self.seed,
+                    self.attribute_positives, self.near_misses,
                 )
         n_val = held_out_count(len(pool), self.val_pieces)
         if len(pool) - n_val < 2 or n_val < 2:

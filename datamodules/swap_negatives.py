@@ -12,6 +12,12 @@ captions name two or three attributes, so in a batch of 1,024 a caption describe
 pieces besides its own; plain InfoNCE pushes them all away (false negatives), teaching the
 scorer to tell apart pieces the caption does not, where the adherence it stands for asks
 only whether the named attributes hold (docs/music_world.md, session 16).
+
+With `near_misses`, a batch also says which of its pieces MISS exactly one attribute value
+a caption names (they have all the others): the caption's hard negative audio, the mirror of
+the swapped captions. Within one prompt, generations differ in which named attributes they
+realise, and ranking them is the text-to-audio direction (`suite.models.scorer.info_nce`'s
+`near_misses`), which swapped captions (audio-to-text) do not train.
 """
 
 from __future__ import annotations
@@ -21,24 +27,30 @@ import torch
 from suite.music.swaps import SWAPPABLE, swap_table
 
 
-def check_swap_options(owner: str, swap_draws, attribute_positives) -> None:
-    """Refuse bad `swap_draws` / `attribute_positives` values, naming `owner` (the
-    DataModule that takes them)."""
+def check_swap_options(owner: str, swap_draws, attribute_positives, near_misses=False) -> None:
+    """Refuse bad `swap_draws` / `attribute_positives` / `near_misses` values, naming
+    `owner` (the DataModule that takes them)."""
     if isinstance(swap_draws, bool) or not isinstance(swap_draws, int) or swap_draws < 0:
         raise ValueError(f"{owner}: swap_draws must be an integer >= 0, got {swap_draws!r}")
-    if not isinstance(attribute_positives, bool) or (attribute_positives and not swap_draws):
-        raise ValueError(
-            f"{owner}: attribute_positives must be true or false and needs swap_draws >= 1 "
-            f"(its captions know what they name), got {attribute_positives!r} with swap_draws "
-            f"{swap_draws!r}"
-        )
+    for key, value in (("attribute_positives", attribute_positives), ("near_misses", near_misses)):
+        if not isinstance(value, bool) or (value and not swap_draws):
+            raise ValueError(
+                f"{owner}: {key} must be true or false and needs swap_draws >= 1 "
+                f"(its captions know what they name), got {value!r} with swap_draws {swap_draws!r}"
+            )
 
 
 class SwapNegatives:
     """Caption draws and their swapped twins for N pieces, embedded once."""
 
     def __init__(
-        self, attrs: list[dict[str, str]], draws: int, tower, seed: int = 0, positives: bool = False
+        self,
+        attrs: list[dict[str, str]],
+        draws: int,
+        tower,
+        seed: int = 0,
+        positives: bool = False,
+        near_misses: bool = False,
     ):
         named: list[dict[str, str]] = []
         captions, negatives = swap_table(attrs, draws, seed, named)
@@ -51,7 +63,8 @@ class SwapNegatives:
             [[where[t] if t is not None else -1 for t in row] for row in negatives]
         ).view(len(attrs), draws, len(SWAPPABLE))
         self.codes = self.named = None
-        if positives:  # attribute values as integers: pieces [N, A], captions [N, D, A] (-1: unnamed)
+        self.positives, self.near_misses = positives, near_misses
+        if positives or near_misses:  # attribute values as integers: pieces [N, A], captions [N, D, A] (-1: unnamed)
             keys = sorted({k for said in named for k in said})
             values = [{v: i for i, v in enumerate(sorted({a.get(k, "") for a in attrs}))} for k in keys]
             self.codes = torch.tensor([[values[j][a.get(k, "")] for j, k in enumerate(keys)] for a in attrs])
@@ -62,7 +75,8 @@ class SwapNegatives:
     def batch(self, index: torch.Tensor, generator: torch.Generator) -> dict:
         """One caption draw per piece of `index [B]`: `cond [B, 384]`, `caption`,
         `negative_cond [B, S, 384]`, `negative_mask [B, S]`; with positives also
-        `positives [B, B]`, True where caption j describes piece i."""
+        `positives [B, B]`, True where caption j describes piece i; with near misses
+        `near_misses [B, B]`, True where piece i lacks exactly one value caption j names."""
         index = index.cpu()
         d = torch.randint(0, self.pos.shape[1], (len(index),), generator=generator)
         pos, neg = self.pos[index, d], self.neg[index, d]  # [B], [B, S]
@@ -75,5 +89,9 @@ class SwapNegatives:
         if self.codes is not None:
             said = self.named[index, d][None]  # [1, B, A]: caption j's named values
             has = self.codes[index][:, None]  # [B, 1, A]: piece i's values
-            out["positives"] = ((said < 0) | (said == has)).all(-1)  # [B, B]
+            missed = ((said >= 0) & (said != has)).sum(-1)  # [B, B]: named values piece i lacks
+            if self.positives:
+                out["positives"] = missed == 0
+            if self.near_misses:
+                out["near_misses"] = missed == 1
         return out

@@ -36,7 +36,8 @@ class TrunkFeatureDataModule(L.LightningDataModule):
     """Args: `trunk`, a scorer model file (e.g. a built artifact's model.pt) whose audio
     encoder is run once per piece; corpus (`n_pieces`, `corpus_seed`, `root`) or explicit
     `tokens` / `captions` / `attrs`; `val_pieces`, `batch_size`, `swap_draws`,
-    `attribute_positives` (batches say which captions describe which pieces:
+    `attribute_positives` (batches say which captions describe which pieces),
+    `near_misses` (which pieces miss one value a caption names; both
     `datamodules.swap_negatives`), `seed`."""
 
     def __init__(
@@ -52,6 +53,7 @@ class TrunkFeatureDataModule(L.LightningDataModule):
         batch_size: int = 1024,
         swap_draws: int = 0,
         attribute_positives: bool = False,
+        near_misses: bool = False,
         seed: int = 0,
         render: Renderer | None = None,
         text_tower=None,
@@ -61,9 +63,9 @@ class TrunkFeatureDataModule(L.LightningDataModule):
             raise FileNotFoundError(f"TrunkFeatureDataModule: trunk file not found: {trunk}")
         if batch_size < 2:
             raise ValueError(f"TrunkFeatureDataModule: batch_size must be >= 2, got {batch_size}")
-        check_swap_options("TrunkFeatureDataModule", swap_draws, attribute_positives)
+        check_swap_options("TrunkFeatureDataModule", swap_draws, attribute_positives, near_misses)
         self.trunk, self.batch_size, self.swap_draws, self.seed = trunk, batch_size, swap_draws, seed
-        self.attribute_positives = attribute_positives
+        self.attribute_positives, self.near_misses = attribute_positives, near_misses
         self.n_pieces, self.corpus_seed, self.root, self.val_pieces = (
             n_pieces, corpus_seed, root, val_pieces
         )
@@ -112,7 +114,8 @@ class TrunkFeatureDataModule(L.LightningDataModule):
         self.cond = self._tower.encode(self._captions).cpu()  # [N, 384]
         if self.swap_draws:
             self.swaps = SwapNegatives(
-                self._attrs, self.swap_draws, self._tower, self.seed, self.attribute_positives
+                self._attrs, self.swap_draws, self._tower, self.seed,
+                self.attribute_positives, self.near_misses,
             )
         self.train_idx, self.val_idx = held_out_split(np.arange(n), self.val_pieces, self.seed)
 

@@ -7,7 +7,8 @@ and `val/recall@5`: each caption ranks every held-out clip by the score; a hit w
 whose caption is the same string ranks in the top k (chance = k / n for distinct captions).
 Batches with `negative_cond` (the DataModule's `swap_draws`) add each clip's
 attribute-swapped captions to its audio-to-text softmax with weight `negative_weight`
-(`suite.models.scorer.info_nce`).
+(`suite.models.scorer.info_nce`); batches with `near_misses` (pieces that miss one value a
+caption names) weigh those pieces `near_miss_weight` in its text-to-audio softmax.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from suite.models.scorer import SCORER_PRESETS, MuLanScorer, ScorerConfig
 class ScorerJob(AudioJob):
     """Args: `preset` ("tiny") or an explicit `model_config` dict; AdamW `lr`,
     `weight_decay`; `warmup_steps`, `max_steps`; `negative_weight` (> 0) of the hard-negative
-    captions when batches carry them; `init_weights`: a scorer checkpoint to start from;
+    captions when batches carry them; `near_miss_weight` (> 0) of the hard negative audio
+    when batches carry `near_misses`; `init_weights`: a scorer checkpoint to start from;
     `train_trunk` False trains only the two heads and the temperature (the frozen-trunk
     stage; batches may then carry the trunk's cached `features` instead of audio)."""
 
@@ -35,6 +37,7 @@ class ScorerJob(AudioJob):
         warmup_steps: int = 50,
         max_steps: int = 2000,
         negative_weight: float = 1.0,
+        near_miss_weight: float = 1.0,
         init_weights: str | None = None,
         train_trunk: bool = True,
     ):
@@ -49,6 +52,9 @@ class ScorerJob(AudioJob):
         if not (isinstance(negative_weight, (int, float)) and negative_weight > 0):
             raise ValueError(f"ScorerJob: negative_weight must be > 0, got {negative_weight!r}")
         self.negative_weight = float(negative_weight)
+        if not (isinstance(near_miss_weight, (int, float)) and near_miss_weight > 0):
+            raise ValueError(f"ScorerJob: near_miss_weight must be > 0, got {near_miss_weight!r}")
+        self.near_miss_weight = float(near_miss_weight)
         if not isinstance(train_trunk, bool):
             raise ValueError(f"ScorerJob: train_trunk must be true or false, got {train_trunk!r}")
         if not train_trunk:  # LiT-style stage: the audio trunk stays as loaded
@@ -56,6 +62,11 @@ class ScorerJob(AudioJob):
         self._val: list[tuple[torch.Tensor, torch.Tensor, list[str]]] = []
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        if self.near_miss_weight != 1 and "near_misses" not in batch:
+            raise ValueError(
+                "ScorerJob: near_miss_weight is set but the batches carry no near_misses "
+                "(set the DataModule's near_misses: true, with swap_draws >= 1)"
+            )
         loss = self.model.loss(
             batch.get("audio"),
             batch["cond"],
@@ -64,6 +75,8 @@ class ScorerJob(AudioJob):
             self.negative_weight,
             features=batch.get("features"),
             positives=batch.get("positives"),
+            near_misses=batch.get("near_misses"),
+            near_miss_weight=self.near_miss_weight,
         )
         loss = self._finite(loss, batch_idx)
         bs = len(batch["cond"])

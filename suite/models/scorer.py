@@ -25,7 +25,12 @@ the suite trains its own (DESIGN.md section 4):
 
       a2t_i = -log [ sum_{j ~ i} e^{s_ij / tau} / (sum_j e^{s_ij / tau} + w sum_k e^{s(a_i, n_ik) / tau}) ]
 
-  (written with the spread target above); the text-to-audio half is unchanged.
+  (written with the spread target above).
+- optional hard negative audio, the mirror image (`datamodules.swap_negatives`'s
+  `near_misses`): clips that lack exactly one attribute value caption j names weigh w' in
+  caption j's text-to-audio softmax (a log-offset on s_ij / tau; w' = 1 is plain InfoNCE).
+  Within one prompt the generations differ in which named attributes they realise, and
+  ranking them is this direction's job.
 """
 
 from __future__ import annotations
@@ -93,6 +98,8 @@ def info_nce(
     negative_mask: torch.Tensor | None = None,
     negative_weight: float = 1.0,
     positives: torch.Tensor | None = None,
+    near_misses: torch.Tensor | None = None,
+    near_miss_weight: float = 1.0,
 ) -> torch.Tensor:
     """Symmetric InfoNCE of unit-norm `audio [B, J]` vs `text [B, J]` (module docstring).
 
@@ -101,7 +108,8 @@ def info_nce(
     [B, S]` True where one exists; they join the audio-to-text softmax with `negative_weight`.
     `positives [B, B]` (bool, True on the diagonal) marks more positive pairs: caption j
     describes clip i; each side's target spreads evenly over its positives, as for equal
-    captions.
+    captions. `near_misses [B, B]` (bool) marks clip i as a hard negative of caption j; those
+    entries weigh `near_miss_weight` in the text-to-audio softmax (never a positive's).
     """
     scale = logit_scale.exp()
     logits = scale * audio @ text.T  # [B, B]
@@ -125,9 +133,17 @@ def info_nce(
         neg = scale * (audio[:, None, :] * negatives).sum(-1) + math.log(negative_weight)
         neg = neg.masked_fill(~negative_mask, float("-inf"))  # [B, S]
         row = torch.cat([logits, neg], dim=1)  # [B, B + S]
+    column = logits
+    if near_misses is not None:
+        if near_misses.shape != same.shape or near_misses.dtype != torch.bool:
+            raise ValueError(f"info_nce: near_misses must be a bool [{len(text)}, {len(text)}] tensor")
+        if not near_miss_weight > 0:
+            raise ValueError(f"info_nce: near_miss_weight must be > 0, got {near_miss_weight!r}")
+        hard = near_misses.to(same.device) & (same == 0)  # [B, B]: a positive is never a negative
+        column = logits + hard.to(logits.dtype) * math.log(near_miss_weight)
     a2t_logp = row.log_softmax(dim=1)[:, : len(text)]  # [B, B]
     a2t = -(same / same.sum(1, keepdim=True) * a2t_logp).sum(1).mean()
-    t2a = -(same / same.sum(0, keepdim=True) * logits.log_softmax(dim=0)).sum(0).mean()
+    t2a = -(same / same.sum(0, keepdim=True) * column.log_softmax(dim=0)).sum(0).mean()
     return 0.5 * (a2t + t2a)
 
 
@@ -183,11 +199,14 @@ class MuLanScorer(nn.Module):
         negative_weight: float = 1.0,
         features: torch.Tensor | None = None,
         positives: torch.Tensor | None = None,
+        near_misses: torch.Tensor | None = None,
+        near_miss_weight: float = 1.0,
     ) -> torch.Tensor:
         """InfoNCE on a batch of paired audio `[B, S]` (or its trunk `features [B, W]`, with
         `audio` None) and MiniLM caption embeddings `[B, 384]`; optional hard-negative
         captions `negative_emb [B, K, 384]` with `negative_mask [B, K]`, and `positives
-        [B, B]` (caption j describes clip i)."""
+        [B, B]` (caption j describes clip i), `near_misses [B, B]` (clip i misses one
+        value caption j names) weighted `near_miss_weight` in the text-to-audio softmax."""
         a = self.embed_features(features) if features is not None else self.embed_audio(audio)
         t = self.embed_text(text_emb)
         negatives = None
@@ -196,6 +215,7 @@ class MuLanScorer(nn.Module):
         return info_nce(
             a, t, self.clamped_logit_scale(), text_key=text_emb, negatives=negatives,
             negative_mask=negative_mask, negative_weight=negative_weight, positives=positives,
+            near_misses=near_misses, near_miss_weight=near_miss_weight,
         )
 
     def score_embeddings(
