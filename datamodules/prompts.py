@@ -180,6 +180,15 @@ class PromptDataModule(L.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if split not in self._sets:
             self.setup("fit" if split == "train" else "test")
+        world = int(getattr(getattr(self, "trainer", None), "world_size", 1) or 1)
+        if not shuffle and len(self._sets[split]) % world:
+            # Lightning's distributed sampler pads an uneven split with repeats: some prompts
+            # would count twice in every evaluation metric and interval.
+            raise ValueError(
+                f"PromptDataModule: the {len(self._sets[split])} evaluation prompts of "
+                f"{self.paths[split]} do not split evenly over {world} processes; use a prompt "
+                f"file whose size is a multiple of {world}, or evaluate in one process"
+            )
         sampler = None
         if shuffle:
             sampler = self._sampler = ResumableSampler(len(self._sets[split]), self.seed)

@@ -149,3 +149,17 @@ def test_the_resumable_prompt_order_is_the_plain_shuffled_loaders_under_lightnin
     plain = DataLoader([{"index": i} for i in range(n)], batch_size=32, shuffle=True,
                        generator=torch.Generator().manual_seed(0))  # fmt: skip
     assert fit(dm) == fit(plain)
+
+
+def test_an_uneven_evaluation_split_over_processes_is_refused(tmp_path, tower):
+    from types import SimpleNamespace
+
+    path = tmp_path / "three.txt"
+    path.write_text("Rock song.\nA peaceful sunset on a beach\nOpera singer\n")
+    dm = PromptDataModule(train_prompts=str(path), eval_prompts=str(path), batch_size=2, tower=tower)
+    dm.trainer = SimpleNamespace(world_size=2)  # DDP's sampler would repeat one prompt
+    with pytest.raises(ValueError, match="3 evaluation prompts .*three.txt.* 2 processes"):
+        dm.val_dataloader()
+    assert len(list(dm.train_dataloader())) == 2  # training draws no repeats that count
+    dm.trainer = SimpleNamespace(world_size=3)
+    assert len(list(dm.val_dataloader())) == 2
