@@ -136,7 +136,9 @@ class AudioDataModule(L.LightningDataModule):
       with `swap_draws` > 0 training batches caption each piece with one of its swap draws
       and add `"negative_cond": [B, 6, 384]`, `"negative_mask": [B, 6]`, with
       `attribute_positives` also `"positives": [B, B]` (caption j describes piece i), with
-      `near_misses` `"near_misses": [B, B]` (piece i lacks one value caption j names)
+      `near_misses` `"near_misses": [B, B]` (piece i lacks one value caption j names);
+      with `attribute_labels` training batches add `"labels": [B, A]`, each piece's
+      attribute values as codes (`label_keys`, `label_sizes`)
       (`datamodules.swap_negatives`; validation keeps the corpus captions);
     - preference: `{"win": [B, S], "lose": [B, S], "index": [B]}` (clean over flawed).
 
@@ -169,6 +171,7 @@ class AudioDataModule(L.LightningDataModule):
         swap_draws: int = 0,
         attribute_positives: bool = False,
         near_misses: bool = False,
+        attribute_labels: bool = False,
         seed: int = 0,
         render: Renderer | None = None,
         text_tower=None,
@@ -200,6 +203,15 @@ class AudioDataModule(L.LightningDataModule):
                 f"AudioDataModule: swap_draws is only for the scorer task, got {swap_draws!r} "
                 f"for task {task!r}"
             )
+        if not isinstance(attribute_labels, bool) or (attribute_labels and task != "scorer"):
+            raise ValueError(
+                f"AudioDataModule: attribute_labels must be true or false and is only for the "
+                f"scorer task, got {attribute_labels!r} for task {task!r}"
+            )
+        self.attribute_labels = attribute_labels
+        self.labels: torch.Tensor | None = None  # [N, A] attribute codes, with attribute_labels
+        self.label_keys: list[str] = []
+        self.label_sizes: list[int] = []
         self.hard_share, self.swap_draws = float(hard_share), swap_draws
         self.attribute_positives, self.near_misses = attribute_positives, near_misses
         self._attrs = None if attrs is None else list(attrs)
@@ -217,6 +229,23 @@ class AudioDataModule(L.LightningDataModule):
         self._tower = text_tower
         self._gen = torch.Generator().manual_seed(seed)
         self.cond: torch.Tensor | None = None
+
+    def _code_labels(self, n: int) -> None:
+        """Each piece's attribute values as integer codes `labels [N, A]` (A attribute keys,
+        sorted; a missing value is a value of its own), for auxiliary targets of the
+        scorer's audio trunk."""
+        if self._attrs is None or len(self._attrs) != n:
+            raise ValueError(
+                "AudioDataModule: attribute_labels needs one attribute dict per piece "
+                "(pass attrs, or leave tokens None to use the corpus)"
+            )
+        self.label_keys = sorted({k for a in self._attrs for k in a})
+        values = [sorted({str(a.get(k, "")) for a in self._attrs}) for k in self.label_keys]
+        where = [{v: i for i, v in enumerate(vs)} for vs in values]
+        self.label_sizes = [len(vs) for vs in values]
+        self.labels = torch.tensor(
+            [[where[j][str(a.get(k, ""))] for j, k in enumerate(self.label_keys)] for a in self._attrs]
+        )
 
     # -------------------------------------------------------------- setup
     @property
@@ -259,6 +288,8 @@ class AudioDataModule(L.LightningDataModule):
                     self._attrs, self.swap_draws, self._tower, self.seed,
                     self.attribute_positives, self.near_misses,
                 )
+        if self.attribute_labels and self.labels is None:
+            self._code_labels(len(tokens))
         n_val = held_out_count(len(pool), self.val_pieces)
         if len(pool) - n_val < 2 or n_val < 2:
             raise ValueError(
@@ -366,16 +397,20 @@ class AudioDataModule(L.LightningDataModule):
         if self.task == "scorer":
             audio = self.render(tokens)
             audio = self._noise(audio) if aug else audio
+            extra = {}
+            if training and self.labels is not None:  # auxiliary targets of the audio trunk
+                extra["labels"] = self.labels[index.cpu()].to(tokens.device)  # [B, A]
             if training and self.swaps is not None:
                 out = self.swaps.batch(index, self._gen)
                 return {**{k: v.to(tokens.device) if torch.is_tensor(v) else v
-                           for k, v in out.items()}, "audio": audio, "index": index}
+                           for k, v in out.items()}, "audio": audio, "index": index, **extra}
             cond = self.cond[index.cpu()].to(tokens.device)
             return {
                 "audio": audio,
                 "cond": cond,
                 "caption": [self._captions[i] for i in index.tolist()],
                 "index": index,
+                **extra,
             }
         # Validation pairs are fixed: the same flaws for a batch in every epoch.
         gen = (

@@ -67,10 +67,16 @@ class AudioJob(L.LightningModule):
             )
         return loss
 
+    def trained_parameters(self) -> list[torch.nn.Parameter]:
+        """What the optimiser updates: the model's parameters (a job may add training-only
+        modules that are not exported)."""
+        return list(self.model.parameters())
+
     def configure_optimizers(self):
         hp = self.hparams
-        decay = [p for p in self.model.parameters() if p.requires_grad and p.ndim >= 2]
-        other = [p for p in self.model.parameters() if p.requires_grad and p.ndim < 2]
+        params = self.trained_parameters()
+        decay = [p for p in params if p.requires_grad and p.ndim >= 2]
+        other = [p for p in params if p.requires_grad and p.ndim < 2]
         opt = torch.optim.AdamW(
             [
                 {"params": decay, "weight_decay": hp.weight_decay},

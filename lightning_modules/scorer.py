@@ -9,11 +9,18 @@ Batches with `negative_cond` (the DataModule's `swap_draws`) add each clip's
 attribute-swapped captions to its audio-to-text softmax with weight `negative_weight`
 (`suite.models.scorer.info_nce`); batches with `near_misses` (pieces that miss one value a
 caption names) weigh those pieces `near_miss_weight` in its text-to-audio softmax.
+With `attribute_weight` > 0 and batches with `labels` (the DataModule's
+`attribute_labels`), linear heads on the audio trunk's features also predict each piece's
+attribute values (cross-entropy, averaged over attributes, weight `attribute_weight`): an
+auxiliary target that makes the trunk hear what adherence is judged on. The heads are
+training-only and not part of the exported scorer.
 """
 
 from __future__ import annotations
 
 import torch
+from torch import nn
+from torch.nn import functional as F
 
 from lightning_modules.audio_common import AudioJob
 from suite.models.retrieval import recall_at_k
@@ -26,7 +33,8 @@ class ScorerJob(AudioJob):
     captions when batches carry them; `near_miss_weight` (> 0) of the hard negative audio
     when batches carry `near_misses`; `init_weights`: a scorer checkpoint to start from;
     `train_trunk` False trains only the two heads and the temperature (the frozen-trunk
-    stage; batches may then carry the trunk's cached `features` instead of audio)."""
+    stage; batches may then carry the trunk's cached `features` instead of audio);
+    `attribute_weight` (>= 0) of the auxiliary attribute targets (module docstring)."""
 
     def __init__(
         self,
@@ -40,6 +48,7 @@ class ScorerJob(AudioJob):
         near_miss_weight: float = 1.0,
         init_weights: str | None = None,
         train_trunk: bool = True,
+        attribute_weight: float = 0.0,
     ):
         super().__init__()
         self._check_optim(lr, weight_decay, warmup_steps, max_steps)
@@ -59,7 +68,43 @@ class ScorerJob(AudioJob):
             raise ValueError(f"ScorerJob: train_trunk must be true or false, got {train_trunk!r}")
         if not train_trunk:  # LiT-style stage: the audio trunk stays as loaded
             self.model.audio_encoder.requires_grad_(False)
+        ok = isinstance(attribute_weight, (int, float)) and not isinstance(attribute_weight, bool)
+        if not (ok and attribute_weight >= 0) or (attribute_weight and not train_trunk):
+            raise ValueError(
+                f"ScorerJob: attribute_weight must be a number >= 0 and needs train_trunk, got "
+                f"{attribute_weight!r} with train_trunk {train_trunk!r}"
+            )
+        self.attribute_weight = float(attribute_weight)
+        self.attribute_heads: nn.ModuleList | None = None  # built in setup from the DataModule
         self._val: list[tuple[torch.Tensor, torch.Tensor, list[str]]] = []
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.attribute_weight and self.attribute_heads is None:
+            sizes = list(getattr(getattr(self.trainer, "datamodule", None), "label_sizes", []) or [])
+            if not sizes:
+                raise ValueError(
+                    "ScorerJob: attribute_weight needs a DataModule with attribute labels "
+                    "(AudioDataModule(task='scorer', attribute_labels=true))"
+                )
+            self.attribute_heads = self.make_attribute_heads(sizes)
+
+    def make_attribute_heads(self, sizes: list[int]) -> nn.ModuleList:
+        width = self.model.audio_encoder.width
+        return nn.ModuleList(nn.Linear(width, n) for n in sizes)
+
+    def trained_parameters(self) -> list[nn.Parameter]:
+        heads = [] if self.attribute_heads is None else list(self.attribute_heads.parameters())
+        return list(self.model.parameters()) + heads
+
+    def attribute_loss(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Mean over attributes of the heads' cross-entropy: features `[B, W]`, labels `[B, A]`."""
+        if self.attribute_heads is None or labels.shape[1] != len(self.attribute_heads):
+            raise ValueError(
+                f"ScorerJob: labels of {labels.shape[1]} attributes for "
+                f"{0 if self.attribute_heads is None else len(self.attribute_heads)} heads"
+            )
+        losses = [F.cross_entropy(head(features), labels[:, k]) for k, head in enumerate(self.attribute_heads)]
+        return torch.stack(losses).mean()
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         if self.near_miss_weight != 1 and "near_misses" not in batch:
@@ -67,19 +112,31 @@ class ScorerJob(AudioJob):
                 "ScorerJob: near_miss_weight is set but the batches carry no near_misses "
                 "(set the DataModule's near_misses: true, with swap_draws >= 1)"
             )
+        features = batch.get("features")
+        if self.attribute_weight and features is None:  # the trunk once, for both losses
+            features = self.model.audio_encoder(batch["audio"])  # [B, W]
         loss = self.model.loss(
-            batch.get("audio"),
+            batch.get("audio") if features is None else None,
             batch["cond"],
             batch.get("negative_cond"),
             batch.get("negative_mask"),
             self.negative_weight,
-            features=batch.get("features"),
+            features=features,
             positives=batch.get("positives"),
             near_misses=batch.get("near_misses"),
             near_miss_weight=self.near_miss_weight,
         )
-        loss = self._finite(loss, batch_idx)
         bs = len(batch["cond"])
+        if self.attribute_weight:
+            if "labels" not in batch:
+                raise ValueError(
+                    "ScorerJob: attribute_weight is set but the batches carry no labels "
+                    "(set the DataModule's attribute_labels: true)"
+                )
+            aux = self.attribute_loss(features, batch["labels"])
+            self.log("train/attribute_loss", aux, batch_size=bs)
+            loss = loss + self.attribute_weight * aux
+        loss = self._finite(loss, batch_idx)
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
         self.log("train/temperature", self.model.temperature, batch_size=bs)
         return loss
