@@ -61,7 +61,7 @@ from datamodules.flawed import (  # noqa: F401 (re-exported)
     make_flawed,
     recording_runs,
 )
-from datamodules.swap_negatives import SwapNegatives, check_swap_options
+from datamodules.swap_negatives import SwapNegatives, attribute_codes, check_swap_options
 from suite.music import attributes as A
 from suite.music import tokens as T
 from suite.music.edits import (  # noqa: F401 (re-exported)
@@ -240,12 +240,8 @@ class AudioDataModule(L.LightningDataModule):
                 "(pass attrs, or leave tokens None to use the corpus)"
             )
         self.label_keys = sorted({k for a in self._attrs for k in a})
-        values = [sorted({str(a.get(k, "")) for a in self._attrs}) for k in self.label_keys]
-        where = [{v: i for i, v in enumerate(vs)} for vs in values]
-        self.label_sizes = [len(vs) for vs in values]
-        self.labels = torch.tensor(
-            [[where[j][str(a.get(k, ""))] for j, k in enumerate(self.label_keys)] for a in self._attrs]
-        )
+        self.labels, values = attribute_codes(self._attrs, self.label_keys)  # [N, A]
+        self.label_sizes = [len(v) for v in values]
 
     # -------------------------------------------------------------- setup
     @property

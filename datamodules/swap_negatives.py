@@ -40,6 +40,14 @@ def check_swap_options(owner: str, swap_draws, attribute_positives, near_misses=
             )
 
 
+def attribute_codes(attrs: list[dict[str, str]], keys: list[str]) -> tuple[torch.Tensor, list[dict[str, int]]]:
+    """Each piece's values of `keys` as integers `[N, A]` (a missing value, "", is a value of
+    its own), and per key the map value -> code (values sorted)."""
+    values = [{v: i for i, v in enumerate(sorted({a.get(k, "") for a in attrs}))} for k in keys]
+    codes = torch.tensor([[values[j][a.get(k, "")] for j, k in enumerate(keys)] for a in attrs])
+    return codes, values
+
+
 class SwapNegatives:
     """Caption draws and their swapped twins for N pieces, embedded once."""
 
@@ -66,8 +74,7 @@ class SwapNegatives:
         self.positives, self.near_misses = positives, near_misses
         if positives or near_misses:  # attribute values as integers: pieces [N, A], captions [N, D, A] (-1: unnamed)
             keys = sorted({k for said in named for k in said})
-            values = [{v: i for i, v in enumerate(sorted({a.get(k, "") for a in attrs}))} for k in keys]
-            self.codes = torch.tensor([[values[j][a.get(k, "")] for j, k in enumerate(keys)] for a in attrs])
+            self.codes, values = attribute_codes(attrs, keys)
             self.named = torch.tensor(
                 [[values[j][said[k]] if k in said else -1 for j, k in enumerate(keys)] for said in named]
             ).view(len(attrs), draws, len(keys))

@@ -44,6 +44,25 @@ def test_named_attributes_are_what_the_oracle_reads(corpus):
         assert read(text) == said and all(attrs[k] == v for k, v in said.items())
 
 
+def audio_datamodule(corpus, **kw) -> AudioDataModule:
+    """A scorer AudioDataModule on `corpus` (short renders, hash tower); `kw` its options."""
+    kw = {"batch_size": 48, "val_pieces": 20, **kw}
+    return AudioDataModule("scorer", tokens=torch.as_tensor(corpus.tokens), captions=corpus.captions,
+                           attrs=corpus.attrs, render=short_render, text_tower=HashTower(), **kw)  # fmt: skip
+
+
+def trunk_datamodule(corpus, tmp_path, **kw) -> TrunkFeatureDataModule:
+    """A TrunkFeatureDataModule on `corpus` over a fresh tiny scorer's trunk; `kw` its options."""
+    from suite.models.scorer import MuLanScorer, ScorerConfig
+    from tests.test_swap_negatives import MODEL
+
+    path = tmp_path / "trunk.pt"
+    MuLanScorer(ScorerConfig.from_dict(MODEL)).save(path)
+    return TrunkFeatureDataModule(str(path), tokens=corpus.tokens, captions=corpus.captions,
+                                  attrs=corpus.attrs, val_pieces=20, batch_size=32, swap_draws=1,
+                                  render=short_render, text_tower=HashTower(), **kw)  # fmt: skip
+
+
 def fit_batch(dm):
     dm.setup("fit")
     trainer = L.Trainer(max_steps=1, logger=False, enable_progress_bar=False)
@@ -54,31 +73,19 @@ def fit_batch(dm):
 
 
 def test_batches_say_which_captions_describe_which_pieces(corpus):
-    dm = AudioDataModule("scorer", tokens=torch.as_tensor(corpus.tokens), captions=corpus.captions,
-                         attrs=corpus.attrs, batch_size=48, val_pieces=20, render=short_render,
-                         text_tower=HashTower(), swap_draws=2, attribute_positives=True)  # fmt: skip
+    dm = audio_datamodule(corpus, swap_draws=2, attribute_positives=True)
     raw, batch = fit_batch(dm)
     index = raw["index"].tolist()
     want = torch.tensor([[all(corpus.attrs[i].get(k) == v for k, v in read(text).items())
                           for text in batch["caption"]] for i in index])  # fmt: skip
     assert torch.equal(batch["positives"], want)
     assert batch["positives"].diagonal().all() and batch["positives"].sum() > len(index)
-    plain = AudioDataModule("scorer", tokens=torch.as_tensor(corpus.tokens), captions=corpus.captions,
-                            attrs=corpus.attrs, batch_size=48, val_pieces=20, render=short_render,
-                            text_tower=HashTower(), swap_draws=2)  # fmt: skip
+    plain = audio_datamodule(corpus, swap_draws=2)
     assert "positives" not in fit_batch(plain)[1]
 
 
 def test_the_frozen_trunk_batches_carry_them_too(corpus, tmp_path):
-    from suite.models.scorer import MuLanScorer, ScorerConfig
-    from tests.test_swap_negatives import MODEL
-
-    path = tmp_path / "trunk.pt"
-    MuLanScorer(ScorerConfig.from_dict(MODEL)).save(path)
-    dm = TrunkFeatureDataModule(str(path), tokens=corpus.tokens, captions=corpus.captions,
-                                attrs=corpus.attrs, val_pieces=20, batch_size=32, swap_draws=1,
-                                attribute_positives=True, render=short_render, text_tower=HashTower())  # fmt: skip
-    raw, batch = fit_batch(dm)
+    raw, batch = fit_batch(trunk_datamodule(corpus, tmp_path, attribute_positives=True))
     want = torch.tensor([[all(corpus.attrs[i].get(k) == v for k, v in read(text).items())
                           for text in batch["caption"]] for i in raw["index"].tolist()])  # fmt: skip
     assert torch.equal(batch["positives"], want)

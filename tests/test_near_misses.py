@@ -15,8 +15,8 @@ from datamodules.trunk_features import TrunkFeatureDataModule
 from lightning_modules.scorer import ScorerJob
 from suite.models.scorer import info_nce
 from suite.music.corpus import generate
-from tests.test_attribute_positives import fit_batch, read
-from tests.test_swap_negatives import HashTower, short_render, unit
+from tests.test_attribute_positives import audio_datamodule, fit_batch, read, trunk_datamodule
+from tests.test_swap_negatives import unit
 
 
 @pytest.fixture(scope="module")
@@ -31,31 +31,17 @@ def lacking(corpus, index, captions) -> torch.Tensor:
 
 
 def test_audio_batches_mark_the_pieces_that_miss_one_named_value(corpus):
-    dm = AudioDataModule("scorer", tokens=torch.as_tensor(corpus.tokens), captions=corpus.captions,
-                         attrs=corpus.attrs, batch_size=48, val_pieces=20, render=short_render,
-                         text_tower=HashTower(), swap_draws=2, attribute_positives=True,
-                         near_misses=True)  # fmt: skip
-    raw, batch = fit_batch(dm)
+    raw, batch = fit_batch(audio_datamodule(corpus, swap_draws=2, attribute_positives=True, near_misses=True))
     missed = lacking(corpus, raw["index"].tolist(), batch["caption"])
     assert torch.equal(batch["near_misses"], missed == 1)
     assert torch.equal(batch["positives"], missed == 0)
     assert batch["near_misses"].sum() > 0 and not batch["near_misses"].diagonal().any()
-    alone = AudioDataModule("scorer", tokens=torch.as_tensor(corpus.tokens), captions=corpus.captions,
-                            attrs=corpus.attrs, batch_size=48, val_pieces=20, render=short_render,
-                            text_tower=HashTower(), swap_draws=2, near_misses=True)  # fmt: skip
+    alone = audio_datamodule(corpus, swap_draws=2, near_misses=True)
     assert "positives" not in fit_batch(alone)[1] and "near_misses" in fit_batch(alone)[1]
 
 
 def test_the_frozen_trunk_batches_carry_them_too(corpus, tmp_path):
-    from suite.models.scorer import MuLanScorer, ScorerConfig
-    from tests.test_swap_negatives import MODEL
-
-    path = tmp_path / "trunk.pt"
-    MuLanScorer(ScorerConfig.from_dict(MODEL)).save(path)
-    dm = TrunkFeatureDataModule(str(path), tokens=corpus.tokens, captions=corpus.captions,
-                                attrs=corpus.attrs, val_pieces=20, batch_size=32, swap_draws=1,
-                                near_misses=True, render=short_render, text_tower=HashTower())  # fmt: skip
-    raw, batch = fit_batch(dm)
+    raw, batch = fit_batch(trunk_datamodule(corpus, tmp_path, near_misses=True))
     assert torch.equal(batch["near_misses"], lacking(corpus, raw["index"].tolist(), batch["caption"]) == 1)
     assert "positives" not in batch
 

@@ -13,8 +13,8 @@ from datamodules.audio import AudioDataModule
 from lightning_modules.scorer import ScorerJob
 from suite.models.scorer import MuLanScorer
 from suite.music.corpus import generate
-from tests.test_attribute_positives import fit_batch
-from tests.test_swap_negatives import MODEL, HashTower, short_render
+from tests.test_attribute_positives import audio_datamodule, fit_batch
+from tests.test_swap_negatives import MODEL
 
 
 @pytest.fixture(scope="module")
@@ -23,9 +23,7 @@ def corpus():
 
 
 def datamodule(corpus, **kw):
-    return AudioDataModule("scorer", tokens=torch.as_tensor(corpus.tokens), captions=corpus.captions,
-                           attrs=corpus.attrs, batch_size=16, val_pieces=16, render=short_render,
-                           text_tower=HashTower(), **kw)  # fmt: skip
+    return audio_datamodule(corpus, batch_size=16, val_pieces=16, **kw)
 
 
 def test_batches_carry_each_pieces_attribute_codes(corpus):
