@@ -21,6 +21,9 @@ Batches (after `on_after_batch_transfer`, on the model's device):
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,6 +31,10 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
+
+# Part of the generation cache's key: bump it when the sampler or the oracle changes what the
+# same theta_init and arguments give.
+CACHE_VERSION = 1
 
 
 class _Pairs(Dataset):
@@ -134,24 +141,60 @@ class GenerationPairsDataModule(L.LightningDataModule):
             raise FileNotFoundError(f"GenerationPairsDataModule: prompt file not found: {path}")
         return [r["prompt"] for r in load_prompt_records(path)]
 
-    @torch.no_grad()
     def generate(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Tokens `[N, L]` and oracle quality `[N]` of every (seed, condition, prompt, draw)."""
+        tokens, judged = self.judged_generations(prompts)
+        return tokens, judged["quality"]
+
+    def judged_generations(self, prompts: list[str]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Tokens `[N, L]` and the oracle's `quality` and `adherence` `[N]` (NaN where it
+        recognises no attribute of the prompt) of every (seed, condition, prompt, draw).
+        With theta_init from a file, the result is cached under `<artifacts>/generations/`,
+        keyed by the file's content and every argument that shapes the samples, so the
+        preference model and the scorer's generation stage sample once between them."""
+        cache = self._cache_file(prompts)
+        if cache is not None and cache.is_file():
+            saved = torch.load(cache, weights_only=True)
+            return saved["tokens"], {k: saved[k] for k in ("quality", "adherence")}
+        tokens, judged = self._sample(prompts)
+        if cache is not None:  # written whole or not at all: a killed run leaves no half file
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_suffix(f".tmp{os.getpid()}")
+            torch.save({"tokens": tokens, **judged}, tmp)
+            os.replace(tmp, cache)
+        return tokens, judged
+
+    def _cache_file(self, prompts: list[str]) -> Path | None:
+        if self._lm_path is None and self._policy is None:
+            self.prepare_data()
+        if self._lm_path is None:  # a policy object (tests): nothing to key the cache on
+            return None
+        from suite.artifacts import default_root
+        from suite.judge_diagnostics import SWEEP
+
+        digest = hashlib.sha256(self._lm_path.read_bytes())
+        key = [CACHE_VERSION, self.per_prompt, self.seeds, self.negative_prompt, self.temperature, list(SWEEP), prompts]
+        digest.update(json.dumps(key).encode())
+        return default_root() / "generations" / f"{digest.hexdigest()[:16]}.pt"
+
+    @torch.no_grad()
+    def _sample(self, prompts: list[str]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         from suite.judge_diagnostics import SWEEP
         from suite.world_diagnostics import sample_cfg_at
 
         policy = self._load_policy()
         cond = policy.encode_text(prompts).repeat_interleave(self.per_prompt)
         every = torch.ones(policy.seq_len, dtype=torch.bool)
-        tokens, quality = [], []
+        tokens, judged = [], {"quality": [], "adherence": []}
         runs = [(s, k, c) for s in self.seeds for k, c in enumerate(SWEEP)]
-        for seed, k, (_, use_negative, gamma) in tqdm(runs, desc="generations for the preference pairs", unit="batch"):
+        for seed, k, (_, use_negative, gamma) in tqdm(runs, desc="generations of theta_init", unit="batch"):
             neg = policy.encode_text([self.negative_prompt if use_negative else ""])
             out = sample_cfg_at(policy, cond, neg, gamma, every, self.temperature, seed + k)  # [P*n, 1, L]
-            judged = policy.oracle.scores(out.view(len(prompts), self.per_prompt, *out.shape[1:]), prompts)
+            scores = policy.oracle.scores(out.view(len(prompts), self.per_prompt, *out.shape[1:]), prompts)
             tokens.append(out[:, 0].cpu())
-            quality.append(judged["quality"].reshape(-1).float())
-        return torch.cat(tokens), torch.cat(quality)
+            for key, values in judged.items():
+                values.append(scores[key].reshape(-1).float())
+        return torch.cat(tokens), {key: torch.cat(values) for key, values in judged.items()}
 
     def setup(self, stage: str | None = None) -> None:
         if self._sets:

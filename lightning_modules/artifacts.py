@@ -53,6 +53,9 @@ GENERATION_DATA = "datamodules.generations:GenerationPairsDataModule"
 # A scorer spec whose `data` names a `trunk` (a built scorer's model.pt) trains on that
 # trunk's cached features: the frozen-trunk stage (`datamodules.trunk_features`).
 TRUNK_DATA = "datamodules.trunk_features:TrunkFeatureDataModule"
+# A scorer spec whose `data` names a `base_lm` trains on adherence pairs of that model's
+# generations judged by the oracle: the generation stage (`datamodules.adherence_pairs`).
+ADHERENCE_DATA = "datamodules.adherence_pairs:AdherencePairsDataModule"
 # Spec fields that name another artifact: (section, key) -> its kind (None: the same kind).
 # Each takes a checkpoint path or a nested spec; a nested spec is built first when missing,
 # and it is what the folder hash sees, so a chain of stages (the scorer's: contrastive ->
@@ -68,13 +71,15 @@ def _data_target(kind: str, spec: Mapping | None) -> str:
         return GENERATION_DATA
     if kind == "scorer" and isinstance(data, Mapping) and "trunk" in data:
         return TRUNK_DATA
+    if kind == "scorer" and isinstance(data, Mapping) and "base_lm" in data:
+        return ADHERENCE_DATA
     return JOBS[kind][1]
 
 
 def _data_kwargs(kind: str, spec: Mapping | None) -> dict[str, Any]:
     """The DataModule's keyword arguments: the kind's fixed ones (unless the spec's data
     names another DataModule that takes none) and the spec's `data`."""
-    fixed = {} if _data_target(kind, spec) in (GENERATION_DATA, TRUNK_DATA) else JOBS[kind][2]
+    fixed = {} if _data_target(kind, spec) in (GENERATION_DATA, TRUNK_DATA, ADHERENCE_DATA) else JOBS[kind][2]
     return {**fixed, **((spec or {}).get("data") or {})}
 # Keys of a spec's `train` section that configure the Trainer rather than the job.
 _TRAINER_KEYS = {"accelerator", "val_every", "log_every", "precision"}

@@ -5,7 +5,10 @@ Symmetric InfoNCE with a learned temperature on (caption, audio) pairs from
 embeddings as `cond`). Validation: text-to-audio retrieval on held-out pairs, `val/recall@1`
 and `val/recall@5`: each caption ranks every held-out clip by the score; a hit when a clip
 whose caption is the same string ranks in the top k (chance = k / n for distinct captions).
-Batches with `negative_cond` (the DataModule's `swap_draws`) add each clip's
+Batches of adherence pairs of generations (`datamodules.adherence_pairs`: `win`, `lose`
+and their prompts' `win_cond`, `lose_cond`) train with a Bradley-Terry loss on the cosines
+(`MuLanScorer.pair_loss`) instead, and validate with `val/pairwise_acc` and Spearman against
+the oracle's adherence (`evaluate_pairs`). Batches with `negative_cond` (the DataModule's `swap_draws`) add each clip's
 attribute-swapped captions to its audio-to-text softmax with weight `negative_weight`
 (`suite.models.scorer.info_nce`); batches with `near_misses` (pieces that miss one value a
 caption names) weigh those pieces `near_miss_weight` in its text-to-audio softmax.
@@ -23,7 +26,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from lightning_modules.audio_common import AudioJob
-from suite.models.retrieval import recall_at_k
+from suite.models.retrieval import pairwise_accuracy, recall_at_k
 from suite.models.scorer import SCORER_PRESETS, MuLanScorer, ScorerConfig
 
 
@@ -77,6 +80,7 @@ class ScorerJob(AudioJob):
         self.attribute_weight = float(attribute_weight)
         self.attribute_heads: nn.ModuleList | None = None  # built in setup from the DataModule
         self._val: list[tuple[torch.Tensor, torch.Tensor, list[str]]] = []
+        self._pairs: list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
     def setup(self, stage: str | None = None) -> None:
         if self.attribute_weight and self.attribute_heads is None:
@@ -107,6 +111,14 @@ class ScorerJob(AudioJob):
         return torch.stack(losses).mean()
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        if "win" in batch:  # adherence pairs of generations (datamodules.adherence_pairs)
+            loss = self._finite(
+                self.model.pair_loss(batch["win"], batch["win_cond"], batch["lose"], batch["lose_cond"]),
+                batch_idx,
+            )
+            self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["win"]))
+            self.log("train/temperature", self.model.temperature, batch_size=len(batch["win"]))
+            return loss
         if self.near_miss_weight != 1 and "near_misses" not in batch:
             raise ValueError(
                 "ScorerJob: near_miss_weight is set but the batches carry no near_misses "
@@ -146,9 +158,14 @@ class ScorerJob(AudioJob):
             self.model.audio_encoder.eval()
 
     def on_validation_epoch_start(self) -> None:
-        self._val = []
+        self._val, self._pairs = [], []
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
+        if "win" in batch:  # adherence pairs: each side's score against its own prompt
+            for side in ("win", "lose"):
+                s = self.model.score_embeddings(batch[side], batch[f"{side}_cond"]).float().cpu()
+                self._pairs.append((side, s, batch[f"{side}_adherence"].float().cpu(), batch[f"{side}_prompt"].cpu()))
+            return
         if "features" in batch:  # a frozen trunk's cached output (TrunkFeatureDataModule)
             a = self.model.embed_features(batch["features"]).float().cpu()
         else:
@@ -157,6 +174,9 @@ class ScorerJob(AudioJob):
         self._val.append((a, t, list(batch["caption"])))
 
     def on_validation_epoch_end(self) -> None:
+        if self._pairs:
+            for key, value in evaluate_pairs(self._pairs).items():
+                self.log(f"val/{key}", value, prog_bar=key == "pairwise_acc")
         if not self._val:
             return
         audio = torch.cat([a for a, _, _ in self._val])
@@ -178,3 +198,27 @@ def evaluate_retrieval(text: torch.Tensor, audio: torch.Tensor, captions: list[s
             out[f"recall@{k}"] = recall_at_k(text, audio, correct, k)
             out[f"chance@{k}"] = correct.float().sum(1).mul(k).div(n).clamp(max=1).mean().item()
     return out
+
+
+def evaluate_pairs(sides: list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]]) -> dict:
+    """Held-out adherence pairs, from (side, score, oracle adherence, prompt id) batches:
+    `pairwise_acc` (ties count one half), and Spearman between score and adherence over
+    the pairs' generations: `spearman_oracle_adherence` pooled (what the diagnostics report)
+    and `spearman_within_prompt` (both centred on their prompt's mean)."""
+    from scipy.stats import spearmanr
+
+    win = torch.cat([s for side, s, _, _ in sides if side == "win"])
+    lose = torch.cat([s for side, s, _, _ in sides if side == "lose"])
+    score, adherence, prompt = (torch.cat([x[k] for x in sides]).double() for k in (1, 2, 3))
+    _, group = prompt.unique(return_inverse=True)
+    count = torch.bincount(group).double()
+
+    def centred(x: torch.Tensor) -> torch.Tensor:
+        return x - (torch.bincount(group, x) / count)[group]
+
+    return {
+        "pairwise_acc": pairwise_accuracy(win, lose),
+        "n_pairs": float(len(win)),
+        "spearman_oracle_adherence": float(spearmanr(score.numpy(), adherence.numpy()).statistic),
+        "spearman_within_prompt": float(spearmanr(centred(score).numpy(), centred(adherence).numpy()).statistic),
+    }

@@ -218,6 +218,25 @@ class MuLanScorer(nn.Module):
             near_misses=near_misses, near_miss_weight=near_miss_weight,
         )
 
+    def pair_loss(
+        self, win: torch.Tensor, win_text: torch.Tensor, lose: torch.Tensor, lose_text: torch.Tensor
+    ) -> torch.Tensor:
+        """Bradley-Terry loss on adherence pairs: audio `win [B, S]` adheres better to its
+        prompt (MiniLM embedding `win_text [B, 384]`) than `lose [B, S]` to `lose_text`:
+        mean of -log sigmoid((cos_win - cos_lose) / tau), the cosines in the contrastive
+        loss's units (the learned temperature tau)."""
+        if not len(win) == len(win_text) == len(lose) == len(lose_text):
+            raise ValueError(
+                f"MuLanScorer.pair_loss: {len(win)} / {len(lose)} winner / loser clips but "
+                f"{len(win_text)} / {len(lose_text)} text embeddings"
+            )
+        from suite.models.preference import bradley_terry_loss
+
+        a = self.embed_audio(torch.cat([win, lose]))  # [2B, J], one forward over both sides
+        t = self.embed_text(torch.cat([win_text, lose_text]))  # [2B, J]
+        s = self.clamped_logit_scale().exp() * (a * t).sum(-1)  # [2B]
+        return bradley_terry_loss(s[: len(win)], s[len(win) :])
+
     def score_embeddings(
         self, audio: torch.Tensor, text_emb: torch.Tensor, sample_rate: int | None = None
     ) -> torch.Tensor:
