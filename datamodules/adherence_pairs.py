@@ -75,16 +75,37 @@ class AdherencePairsDataModule(GenerationPairsDataModule):
     Args as `GenerationPairsDataModule` (`base_lm`, `prompts`, `per_prompt`, `seeds`,
     `negative_prompt`, `temperature`, `margin`, `val_prompts`, `train_pairs`, `val_pairs`,
     `batch_size`, `seed`), plus `same_prompt` in [0, 1], the share of pairs drawn within one
-    prompt; `text_tower` (a `suite.models.text_tower.TextTower`) replaces the default in tests.
+    prompt; `prompts: corpus` with `corpus_prompts` N samples on N distinct captions of the
+    training corpus (`corpus_seed`, `n_pieces`; a seeded draw) instead of a prompt set: many
+    prompts, so that the scorer cannot learn prompt by prompt; `text_tower` (a `suite.models.text_tower.TextTower`) replaces the default in tests.
     """
 
-    def __init__(self, *args, same_prompt: float = 0.5, text_tower=None, **kwargs):
+    def __init__(self, *args, same_prompt: float = 0.5, corpus_prompts: int = 0, corpus_seed: int = 0,
+                 n_pieces: int = 20_000, text_tower=None, **kwargs):  # fmt: skip
         super().__init__(*args, **kwargs)
+        name = "AdherencePairsDataModule"
         if isinstance(same_prompt, bool) or not (isinstance(same_prompt, (int, float)) and 0 <= same_prompt <= 1):
-            raise ValueError(f"AdherencePairsDataModule: same_prompt must be in [0, 1], got {same_prompt!r}")
+            raise ValueError(f"{name}: same_prompt must be in [0, 1], got {same_prompt!r}")
+        if (self.prompts == "corpus") != (corpus_prompts >= 1):
+            raise ValueError(f"{name}: prompts 'corpus' and corpus_prompts >= 1 go together, got prompts "
+                             f"{self.prompts!r} with corpus_prompts {corpus_prompts!r}")  # fmt: skip
         self.same_prompt, self._tower = float(same_prompt), text_tower
+        self.corpus_prompts, self.corpus_seed, self.n_pieces = int(corpus_prompts), corpus_seed, n_pieces
         self.prompt_list: list[str] = []
         self.prompt_cond: torch.Tensor | None = None  # [P, 384]
+
+    def _prompt_list(self) -> list[str]:
+        if self.prompts != "corpus":
+            return super()._prompt_list()
+        from datamodules.audio import _load_default_corpus
+
+        _, captions = _load_default_corpus(self.n_pieces, self.corpus_seed, self.root)
+        distinct = [c for c in dict.fromkeys(captions) if c.strip()]  # "" is the null condition
+        if len(distinct) < self.corpus_prompts:
+            raise ValueError(f"AdherencePairsDataModule: corpus_prompts={self.corpus_prompts} but the corpus "
+                             f"has {len(distinct)} distinct captions")  # fmt: skip
+        order = torch.randperm(len(distinct), generator=torch.Generator().manual_seed(self.seed))
+        return [distinct[i] for i in order[: self.corpus_prompts].tolist()]
 
     def setup(self, stage: str | None = None) -> None:
         if self._sets:

@@ -37,6 +37,8 @@ class ScorerJob(AudioJob):
     when batches carry `near_misses`; `init_weights`: a scorer checkpoint to start from;
     `train_trunk` False trains only the two heads and the temperature (the frozen-trunk
     stage; batches may then carry the trunk's cached `features` instead of audio);
+    `train_text` False keeps the text head as loaded (a stage on few prompts cannot then learn
+    a per-prompt offset);
     `attribute_weight` (>= 0) of the auxiliary attribute targets (module docstring)."""
 
     def __init__(
@@ -51,6 +53,7 @@ class ScorerJob(AudioJob):
         near_miss_weight: float = 1.0,
         init_weights: str | None = None,
         train_trunk: bool = True,
+        train_text: bool = True,
         attribute_weight: float = 0.0,
     ):
         super().__init__()
@@ -69,6 +72,10 @@ class ScorerJob(AudioJob):
         self.near_miss_weight = float(near_miss_weight)
         if not isinstance(train_trunk, bool):
             raise ValueError(f"ScorerJob: train_trunk must be true or false, got {train_trunk!r}")
+        if not isinstance(train_text, bool):
+            raise ValueError(f"ScorerJob: train_text must be true or false, got {train_text!r}")
+        if not train_text:  # the joint space's text side stays as loaded (and so do captions' places)
+            self.model.text_proj.requires_grad_(False)
         if not train_trunk:  # LiT-style stage: the audio trunk stays as loaded
             self.model.audio_encoder.requires_grad_(False)
         ok = isinstance(attribute_weight, (int, float)) and not isinstance(attribute_weight, bool)

@@ -175,3 +175,41 @@ def test_a_bad_same_prompt_share_is_named(share):
 def test_too_few_judged_prompts_are_named(prompt_file):
     with pytest.raises(ValueError, match="6 prompts in .* name attributes the oracle judges"):
         _datamodule(prompt_file, val_prompts=6).setup("fit")
+
+
+def test_corpus_prompts_are_distinct_captions_of_the_training_corpus(tmp_path):
+    from suite.music.corpus import build_corpus
+
+    dm = AdherencePairsDataModule(policy=_policy(), prompts="corpus", corpus_prompts=12, n_pieces=40,
+                                  root=str(tmp_path))  # fmt: skip
+    prompts = dm._prompt_list()
+    captions = build_corpus(seed=0, n=40, root=str(tmp_path)).captions
+    assert len(prompts) == len(set(prompts)) == 12
+    assert set(prompts) <= set(captions) and all(p.strip() for p in prompts)
+    assert prompts == dm._prompt_list()  # a seeded draw
+    again = AdherencePairsDataModule(policy=_policy(), prompts="corpus", corpus_prompts=12, n_pieces=40,
+                                     root=str(tmp_path), seed=1)  # fmt: skip
+    assert again._prompt_list() != prompts
+    too_many = AdherencePairsDataModule(policy=_policy(), prompts="corpus", corpus_prompts=10_000, n_pieces=40,
+                                        root=str(tmp_path))  # fmt: skip
+    with pytest.raises(ValueError, match="corpus_prompts=10000 but the corpus has"):
+        too_many._prompt_list()
+
+
+@pytest.mark.parametrize("kwargs", [{"prompts": "corpus"}, {"prompts": "train", "corpus_prompts": 8}])
+def test_corpus_prompts_and_their_count_go_together(kwargs):
+    with pytest.raises(ValueError, match="prompts 'corpus' and corpus_prompts >= 1 go together"):
+        AdherencePairsDataModule(policy=_policy(), **kwargs)
+
+
+def test_train_text_false_keeps_the_text_head_and_trains_the_audio_side(datamodule):
+    job = ScorerJob(model_config=MODEL, max_steps=1, train_text=False, lr=1e-2, warmup_steps=0)
+    text0 = {k: v.clone() for k, v in job.model.text_proj.state_dict().items()}
+    audio0 = job.model.audio_proj.weight.detach().clone()
+    trainer = L.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, limit_val_batches=0)  # fmt: skip
+    trainer.fit(job, datamodule)
+    assert all(torch.equal(v, text0[k]) for k, v in job.model.text_proj.state_dict().items())
+    assert not torch.equal(job.model.audio_proj.weight, audio0)
+    with pytest.raises(ValueError, match="train_text must be true or false"):
+        ScorerJob(model_config=MODEL, train_text="no")
