@@ -77,7 +77,8 @@ class AdherencePairsDataModule(GenerationPairsDataModule):
     `batch_size`, `seed`), plus `same_prompt` in [0, 1], the share of pairs drawn within one
     prompt; `prompts: corpus` with `corpus_prompts` N samples on N distinct captions of the
     training corpus (`corpus_seed`, `n_pieces`; a seeded draw) instead of a prompt set: many
-    prompts, so that the scorer cannot learn prompt by prompt; `text_tower` (a `suite.models.text_tower.TextTower`) replaces the default in tests.
+    prompts, so that the scorer cannot learn prompt by prompt; `text_tower` (a
+    `suite.models.text_tower.TextTower`) replaces the default in tests.
     """
 
     def __init__(self, *args, same_prompt: float = 0.5, corpus_prompts: int = 0, corpus_seed: int = 0,
@@ -91,7 +92,6 @@ class AdherencePairsDataModule(GenerationPairsDataModule):
                              f"{self.prompts!r} with corpus_prompts {corpus_prompts!r}")  # fmt: skip
         self.same_prompt, self._tower = float(same_prompt), text_tower
         self.corpus_prompts, self.corpus_seed, self.n_pieces = int(corpus_prompts), corpus_seed, n_pieces
-        self.prompt_list: list[str] = []
         self.prompt_cond: torch.Tensor | None = None  # [P, 384]
 
     def _prompt_list(self) -> list[str]:
@@ -140,17 +140,11 @@ class AdherencePairsDataModule(GenerationPairsDataModule):
             from suite.models.text_tower import default_tower
 
             self._tower = default_tower()
-        self.prompt_list = prompts
         self.prompt_cond = self._tower.encode(prompts).float().cpu()  # [P, 384]
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
-        if self._render is None:
-            from suite.music.render import render
-
-            self._render = render
-        b = len(batch["win_tokens"])
-        audio = self._render(torch.cat([batch["win_tokens"], batch["lose_tokens"]]))  # [2B, S]
-        cond = self.prompt_cond.to(audio.device)
-        return {"win": audio[:b], "lose": audio[b:],
+        win, lose = self.render_pair(batch)
+        cond = self.prompt_cond.to(win.device)
+        return {"win": win, "lose": lose,
                 "win_cond": cond[batch["win_prompt"]], "lose_cond": cond[batch["lose_prompt"]],
                 **{k: batch[k] for k in ("win_adherence", "lose_adherence", "win_prompt", "lose_prompt")}}  # fmt: skip

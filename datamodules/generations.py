@@ -222,12 +222,17 @@ class GenerationPairsDataModule(L.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self._sets["val"], batch_size=self.batch_size, shuffle=False)
 
-    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+    def render_pair(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """The audio `[B, S]` of a batch's `win_tokens` and `lose_tokens`, rendered together."""
         if self._render is None:
             from suite.music.render import render
 
             self._render = render
         b = len(batch["win_tokens"])
         audio = self._render(torch.cat([batch["win_tokens"], batch["lose_tokens"]]))  # [2B, S]
-        return {"win": audio[:b], "lose": audio[b:],
+        return audio[:b], audio[b:]
+
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        win, lose = self.render_pair(batch)
+        return {"win": win, "lose": lose,
                 "win_quality": batch["win_quality"], "lose_quality": batch["lose_quality"]}  # fmt: skip

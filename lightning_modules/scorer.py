@@ -8,9 +8,9 @@ whose caption is the same string ranks in the top k (chance = k / n for distinct
 Batches of adherence pairs of generations (`datamodules.adherence_pairs`: `win`, `lose`
 and their prompts' `win_cond`, `lose_cond`) train with a Bradley-Terry loss on the cosines
 (`MuLanScorer.pair_loss`) instead, and validate with `val/pairwise_acc` and Spearman against
-the oracle's adherence (`evaluate_pairs`). Batches with `negative_cond` (the DataModule's `swap_draws`) add each clip's
-attribute-swapped captions to its audio-to-text softmax with weight `negative_weight`
-(`suite.models.scorer.info_nce`); batches with `near_misses` (pieces that miss one value a
+the oracle's adherence (`evaluate_pairs`). Batches with `negative_cond` (the DataModule's
+`swap_draws`) add each clip's attribute-swapped captions to its audio-to-text softmax with
+weight `negative_weight` (`suite.models.scorer.info_nce`); batches with `near_misses` (pieces that miss one value a
 caption names) weigh those pieces `near_miss_weight` in its text-to-audio softmax.
 With `attribute_weight` > 0 and batches with `labels` (the DataModule's
 `attribute_labels`), linear heads on the audio trunk's features also predict each piece's
