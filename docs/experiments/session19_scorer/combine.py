@@ -73,6 +73,16 @@ for seed in seeds:
             named = parse_prompt(p)
             for a in NAMES:
                 tp[a][j, VALS[a].index(named[a]) if named.get(a) in VALS[a] else -1] = 1.0
+    elif TEXT == "knn":  # the K nearest training captions vote (MiniLM cosine, softmax weights)
+        K, temp = int(os.environ.get("K", 20)), float(os.environ.get("TEMP", 0.05))
+        te = tower.encode(prompts)
+        sim, nn_idx = (te @ T.T).topk(K, dim=1)  # [P, K]
+        wts = torch.softmax(sim / temp, 1)
+        tp = {}
+        for a in NAMES:
+            lab = torch.tensor([VALS[a].index(p[a]) if p.get(a) in VALS[a] else len(VALS[a]) for p in parsed])
+            onehot = torch.nn.functional.one_hot(lab[nn_idx], len(VALS[a]) + 1).float()  # [P, K, V+1]
+            tp[a] = (wts[..., None] * onehot).sum(1)
     else:
         te = tower.encode(prompts)
         tp = {a: torch.softmax(te @ w + b, 1) for a, (w, b) in text_heads.items()}
