@@ -12,11 +12,13 @@ all learned from the corpus, on cached CFG sweeps (sweep_cache.py).
   (the text side's ceiling, not a learnable judge);
 - score = cos + lam * f; the Spearman of each with the oracle's adherence, pooled / between
   / within prompts, per cached seed, then mean and 95 % t-interval over seeds.
-Usage: combine.py SPLIT SEEDS [N]  (env FEAT, TEXT)."""
+Usage: combine.py SPLIT SEEDS [N]  (env FEAT, TEXT: learned | parser | knn (K, TEMP),
+TL2: the text heads' L2 weight, 1e-4 by default, chosen on validation)."""
 import os, sys, torch, numpy as np
 sys.path.insert(0, "/work/main")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 torch.set_num_threads(int(os.environ.get("THREADS", 1))); torch.manual_seed(0)
-from scipy.stats import spearmanr
+from common import CACHE, NAMES, fit_softmax, load_sweep, spearman_parts
 from suite.models.scorer import MuLanScorer
 from suite.models.text_tower import default_tower
 from suite.music import corpus as C
@@ -28,14 +30,13 @@ split, seeds = sys.argv[1], [int(s) for s in sys.argv[2].split(",")]
 N = int(sys.argv[3]) if len(sys.argv) > 3 else 8000
 FEAT, TEXT = os.environ.get("FEAT", "emb"), os.environ.get("TEXT", "learned")
 LAMS = (0.0, 0.25, 0.5, 1.0, 2.0, float("inf"))
-NAMES = ["genre", "mood", "tempo", "key", "mode", "lead", "chords", "bass", "drums"]
 corpus = C.load("/work/main/artifacts/music_corpus/v4-seed0-n20000")
 m = MuLanScorer.from_checkpoint("/work/main/artifacts/scorer-bf8bddcc6a22/model.pt").eval()
-cache = f"/tmp/s19/corpus_{FEAT}_{N}.pt"
+cache = f"{CACHE}/corpus_{FEAT}_{N}.pt"
 if os.path.exists(cache):
     X = torch.load(cache)
-elif FEAT == "emb" and os.path.exists(f"/tmp/s19/corpus_scorer-bf8bddcc6a22_{N}.pt"):
-    X = torch.load(f"/tmp/s19/corpus_scorer-bf8bddcc6a22_{N}.pt")
+elif FEAT == "emb" and os.path.exists(f"{CACHE}/corpus_scorer-bf8bddcc6a22_{N}.pt"):  # feasible.py's
+    X = torch.load(f"{CACHE}/corpus_scorer-bf8bddcc6a22_{N}.pt")
 else:
     parts = []
     with torch.no_grad():
@@ -45,26 +46,19 @@ else:
     X = torch.cat(parts); torch.save(X, cache)
 mu, sd = X.mean(0), X.std(0) + 1e-6
 
-def fit(x, y, k, steps=300, l2=1e-4):
-    w = torch.zeros(x.shape[1], k, requires_grad=True); b = torch.zeros(k, requires_grad=True)
-    opt = torch.optim.LBFGS([w, b], max_iter=steps)
-    def closure():
-        opt.zero_grad(); loss = torch.nn.functional.cross_entropy(x @ w + b, y) + l2 * w.pow(2).sum(); loss.backward(); return loss
-    opt.step(closure)
-    return w.detach(), b.detach()
-
 VALS = {a: sorted({corpus.attrs[i][a] for i in range(len(corpus))}) for a in NAMES}
-audio_heads = {a: fit((X - mu) / sd, torch.tensor([VALS[a].index(corpus.attrs[i][a]) for i in range(N)]), len(VALS[a])) for a in NAMES}
+audio_heads = {a: fit_softmax((X - mu) / sd, torch.tensor([VALS[a].index(corpus.attrs[i][a]) for i in range(N)]), len(VALS[a])) for a in NAMES}
 tower = default_tower()
 T = tower.encode(corpus.captions)
 parsed = [parse_prompt(c) for c in corpus.captions]
-text_heads = {a: fit(T, torch.tensor([VALS[a].index(p[a]) if p.get(a) in VALS[a] else len(VALS[a]) for p in parsed]), len(VALS[a]) + 1, 500, float(os.environ.get("TL2", 1e-5))) for a in NAMES}
+# what each caption names: the value's index, or len(values) for "not named"
+NAMED = {a: torch.tensor([VALS[a].index(p[a]) if p.get(a) in VALS[a] else len(VALS[a]) for p in parsed]) for a in NAMES}
+text_heads = {a: fit_softmax(T, NAMED[a], len(VALS[a]) + 1, 500, float(os.environ.get("TL2", 1e-4))) for a in NAMES}
 
 results = {}
 for seed in seeds:
-    S = torch.load(f"/tmp/s19/sweep_{split}_{seed}.pt")
+    S = load_sweep(split, seed)
     prompts = S["prompts"]; n_cond = len(S["conditions"])
-    rows = np.array([p for p in prompts for _ in range(4)] * n_cond)
     pidx = np.tile(np.repeat(np.arange(len(prompts)), 4), n_cond)
     feats = (S[FEAT] - mu) / sd
     if TEXT == "parser":
@@ -80,8 +74,7 @@ for seed in seeds:
         wts = torch.softmax(sim / temp, 1)
         tp = {}
         for a in NAMES:
-            lab = torch.tensor([VALS[a].index(p[a]) if p.get(a) in VALS[a] else len(VALS[a]) for p in parsed])
-            onehot = torch.nn.functional.one_hot(lab[nn_idx], len(VALS[a]) + 1).float()  # [P, K, V+1]
+            onehot = torch.nn.functional.one_hot(NAMED[a][nn_idx], len(VALS[a]) + 1).float()  # [P, K, V+1]
             tp[a] = (wts[..., None] * onehot).sum(1)
     else:
         te = tower.encode(prompts)
@@ -90,13 +83,8 @@ for seed in seeds:
     den = sum(1 - tp[a][pidx, -1] for a in NAMES)
     f = (num / den.clamp_min(1e-3)).numpy()
     cos, y = S["cos"].numpy(), S["adh"].numpy()
-    known = np.isfinite(y)
-    _, inv = np.unique(rows[known], return_inverse=True)
-    mean = lambda x: np.bincount(inv, x) / np.bincount(inv)
     for lam in LAMS:
-        s = (f if lam == float("inf") else cos + lam * f)[known]; yy = y[known]
-        r = (spearmanr(s, yy).statistic, spearmanr(mean(s), mean(yy)).statistic,
-             spearmanr(s - mean(s)[inv], yy - mean(yy)[inv]).statistic)
+        r = spearman_parts(f if lam == float("inf") else cos + lam * f, y, S["rows"])
         results.setdefault(lam, []).append(r)
         print(f"{split} seed {seed} FEAT={FEAT} TEXT={TEXT} lam {lam}: pooled {r[0]:.3f} between {r[1]:.3f} within {r[2]:.3f}", flush=True)
 for lam, rs in results.items():
