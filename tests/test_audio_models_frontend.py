@@ -127,6 +127,60 @@ def test_pitch_front_end_resolves_semitones_that_d1_blurs():
         assert presets["tiny_pitch"].encoder.vit == presets["tiny"].encoder.vit
 
 
+def test_cqt_front_end_puts_each_tone_on_its_semitone_bin():
+    """frequency_scale="cqt": a pure tone's energy peaks at bin bins_per_octave *
+    log2(f / fmin) (computed here in closed form) in every register, and two tones a
+    semitone apart at 110 Hz overlap half as much as in D.1's mel bands, which merge them."""
+    from suite.models.vit import CQT_BINS
+
+    cqt = LogMel(CQT_BINS)
+    for freq in (55.0, 110.0, 261.63, 440.0 * 2 ** (1 / 12), 1760.0):
+        spec = cqt(sine(freq, seconds=3.0)[None])  # [1, 84, T]
+        assert spec.shape == (1, 84, CQT_BINS.num_frames(3 * SR))
+        want = round(12 * math.log2(freq / CQT_BINS.fmin))
+        assert int(spec[0, :, 20:-20].mean(-1).argmax()) == want, freq
+
+    def overlap(cfg, freq):
+        mel = LogMel(cfg)
+        a, b = (mel(sine(f)[None])[0, :, 10:-10].exp().mean(-1) for f in (freq, freq * 2 ** (1 / 12)))
+        return float(a @ b / (a.norm() * b.norm()))
+
+    assert overlap(MelConfig(), 110.0) > 0.9 and overlap(CQT_BINS, 110.0) < 0.6  # 0.96, 0.46
+    # a silent clip is log(eps) everywhere, as on the mel scale
+    assert torch.allclose(cqt(torch.zeros(1, SR)), torch.full((1, 84, 63), math.log(1e-5)))
+
+
+def test_cqt_config_refuses_what_it_cannot_compute_and_keeps_old_dicts_equal():
+    with pytest.raises(ValueError, match="fmin > 0"):
+        MelConfig(frequency_scale="cqt", n_mels=84)
+    with pytest.raises(ValueError, match="top CQT bin"):
+        MelConfig(frequency_scale="cqt", n_mels=120, fmin=32.7)  # 32.7 * 2**(119/12) > 8 kHz
+    with pytest.raises(ValueError, match="frequency_scale must be"):
+        MelConfig(frequency_scale="bark")
+    with pytest.raises(ValueError, match="bins_per_octave"):
+        MelConfig(frequency_scale="cqt", n_mels=84, fmin=32.7, bins_per_octave=0)
+    with pytest.raises(ValueError, match="centres"):
+        MelConfig(frequency_scale="cqt", n_mels=84, fmin=32.7, center=False)
+    # the new fields are implicit at their mel values: configs written before them compare equal
+    assert "frequency_scale" not in MelConfig().to_dict()
+    assert "bins_per_octave" not in MelConfig().to_dict()
+    assert MelConfig(frequency_scale="cqt", n_mels=84, fmin=32.7).to_dict()["frequency_scale"] == "cqt"
+
+
+def test_embedder_on_the_cqt_front_end_round_trips(tmp_path):
+    from suite.models.vit import CQT_BINS, TINY_VIT
+
+    config = EmbedderConfig(EncoderConfig(mel=CQT_BINS, vit=TINY_VIT, clip_seconds=1.0), out_dim=16)
+    model = AudioEmbedder(config).eval()
+    assert EmbedderConfig.from_dict(config.to_dict()) == config
+    audio = torch.randn(2, 2 * SR) * 0.1
+    out = model(audio)
+    assert out.shape == (2, 16) and torch.allclose(out.norm(dim=-1), torch.ones(2), atol=1e-5)
+    model.save(tmp_path / "e.pt")
+    again = AudioEmbedder.from_checkpoint(tmp_path / "e.pt").eval()
+    assert torch.equal(again(audio), out)
+
+
 def test_resample_matches_closed_form_and_scipy():
     src = 44100
     t = np.arange(src) / src

@@ -5,6 +5,12 @@ of 512 samples, a hop of 256 samples and 156 frequency bins. This module compute
 that with nnAudio (`nnAudio.features.MelSpectrogram`, an STFT as a 1-D convolution, so it
 runs batched on the audio's device), then compresses it as `log(mel + eps)`.
 
+A constant-Q alternative (`frequency_scale="cqt"`, nnAudio's `CQT2010v2`): `n_mels` log-spaced
+bins, `bins_per_octave` per octave from `fmin` up, each as wide as its octave allows, so a
+semitone is resolved in every register at the same hop (an STFT resolves it only where its
+fixed bin width is narrower than a semitone). Used as `log(|CQT|^2 + eps)` with the same
+hop, centring and short-clip rule; `n_fft` and `win_length` then only set that rule.
+
 Frame count (a discrepancy with the paper, documented rather than faked): with centred
 frames (nnAudio's and librosa's default, which we keep) a clip of S samples gives
 `1 + S // hop` frames, so 4 s at 16 kHz (64000 samples) gives 1 + 250 = 251 frames; with
@@ -30,7 +36,7 @@ from fractions import Fraction
 
 import numpy as np
 import torch
-from nnAudio.features import MelSpectrogram
+from nnAudio.features import CQT2010v2, MelSpectrogram
 from scipy.signal import resample_poly
 from torch import nn
 
@@ -55,6 +61,10 @@ class MelConfig:
     # of the cost, which grows with n_fft for the convolution (x n_fft per frame) and barely
     # for the FFT (x log n_fft): what makes long, pitch-resolving windows affordable.
     stft: str = "conv"
+    # "mel" (D.1) or "cqt": then `n_mels` counts constant-Q bins, `bins_per_octave` of them
+    # per octave from `fmin` (> 0) up; the top bin must lie below the Nyquist frequency.
+    frequency_scale: str = "mel"
+    bins_per_octave: int = 12
 
     def __post_init__(self):
         for key in ("sample_rate", "n_fft", "win_length", "hop_length", "n_mels"):
@@ -78,6 +88,29 @@ class MelConfig:
             raise ValueError(f"MelConfig.stft must be 'conv' or 'fft', got {self.stft!r}")
         if self.stft == "fft" and self.trainable:
             raise ValueError("MelConfig: trainable STFT kernels need stft='conv' (nnAudio's)")
+        if self.frequency_scale not in ("mel", "cqt"):
+            raise ValueError(
+                f"MelConfig.frequency_scale must be 'mel' or 'cqt', got {self.frequency_scale!r}"
+            )
+        if self.frequency_scale == "cqt":
+            self._check_cqt(nyquist)
+
+    def _check_cqt(self, nyquist: float) -> None:
+        bpo = self.bins_per_octave
+        if not isinstance(bpo, int) or isinstance(bpo, bool) or bpo < 1:
+            raise ValueError(f"MelConfig.bins_per_octave must be a positive int, got {bpo!r}")
+        if not self.fmin > 0:
+            raise ValueError(f"MelConfig: a CQT needs fmin > 0 Hz (its lowest bin), got {self.fmin}")
+        top = self.fmin * 2 ** ((self.n_mels - 1) / bpo)
+        if top >= nyquist:
+            raise ValueError(
+                f"MelConfig: the top CQT bin, fmin * 2**((n_mels - 1) / bins_per_octave) = "
+                f"{top:.0f} Hz, must lie below sample_rate/2 = {nyquist:.0f} Hz"
+            )
+        if self.trainable:
+            raise ValueError("MelConfig: trainable kernels are for the mel scale only")
+        if not self.center:
+            raise ValueError("MelConfig: nnAudio's CQT always centres its frames; center=False is mel-only")
 
     def num_frames(self, num_samples: int) -> int:
         """Frames produced for a clip of `num_samples` samples (after short-clip padding)."""
@@ -93,7 +126,7 @@ class MelConfig:
 # Fields added after configs were first written, with the value every older config meant:
 # left out of a config's dict at that value, so that the dicts of older checkpoints, specs
 # and records compare equal to today's (suite.models.audio_checkpoint.config_diff).
-_IMPLICIT = {"stft": "conv"}
+_IMPLICIT = {"stft": "conv", "frequency_scale": "mel", "bins_per_octave": 12}
 
 
 def config_dict(config) -> dict:
@@ -146,12 +179,18 @@ class _MelBasis(nn.Module):
 
 
 class LogMel(nn.Module):
-    """Waveform `[B, S]` at `config.sample_rate` -> log-mel `[B, n_mels, T]`."""
+    """Waveform `[B, S]` at `config.sample_rate` -> log-mel (or log-CQT) `[B, n_mels, T]`."""
 
     def __init__(self, config: MelConfig | None = None):
         super().__init__()
         self.config = config or MelConfig()
         c = self.config
+        if c.frequency_scale == "cqt":
+            self.cqt = CQT2010v2(
+                sr=c.sample_rate, hop_length=c.hop_length, fmin=c.fmin, n_bins=c.n_mels,
+                bins_per_octave=c.bins_per_octave, output_format="Magnitude", verbose=False,
+            )  # fmt: skip
+            return
         self.mel = MelSpectrogram(
             sr=c.sample_rate,
             n_fft=c.n_fft,
@@ -205,7 +244,9 @@ class LogMel(nn.Module):
         least one window long): callers that cut prepared audio into clips skip a second
         validation pass over every sample."""
         c = self.config
-        if c.stft == "conv":
+        if c.frequency_scale == "cqt":
+            power = self.cqt(audio.float()) ** 2  # [B, n_bins, T]
+        elif c.stft == "conv":
             power = self.mel(audio.float())  # [B, n_mels, T]
         else:
             window = torch.hann_window(c.win_length, periodic=True, device=audio.device)

@@ -150,6 +150,12 @@ TINY_CLIP_SECONDS = 3.0
 # 192 mels = 16 patches of 12 bins; the FFT STFT keeps the long window cheap.
 PITCH_MEL = MelConfig(n_fft=2048, win_length=2048, n_mels=192, stft="fft")
 TINY_PITCH_ENCODER = EncoderConfig(mel=PITCH_MEL, vit=TINY_VIT)
+# A constant-Q front end (nnAudio's CQT2010v2): 7 octaves of semitone bins from C1 (32.7 Hz)
+# to B7 (3.95 kHz) at D.1's hop, so a 12-bin patch is one octave and a transposition is a
+# shift along the frequency axis. For E, whose misses are pieces in another key with the
+# same style (docs/music_world.md, "E with same-genre-and-tempo negatives"). Not a preset:
+# the presets mirror conf/embedder/ and appendix D.1; a build names it in `model_config`.
+CQT_BINS = MelConfig(frequency_scale="cqt", n_mels=84, fmin=32.70, bins_per_octave=12)
 EMBEDDER_PRESETS = {
     "paper": EmbedderConfig(EncoderConfig(vit=PAPER_VIT)),
     "tiny": EmbedderConfig(EncoderConfig(vit=TINY_VIT, clip_seconds=TINY_CLIP_SECONDS)),
