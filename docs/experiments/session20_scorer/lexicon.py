@@ -10,7 +10,7 @@ the corpus captions and matched through MiniLM's phrase similarity.
   >= TAU with a cue of v (best match wins; exact matches have cosine 1).
 Prints the agreement with the oracle's parser per attribute and prompt kind on SPLIT, and
 saves the text distributions per prompt for combine (t_a: [P, V+1], last = not named).
-Usage: lexicon.py SPLIT (env TAU, PURITY, MINC)."""
+Usage: lexicon.py SPLIT (env TAU, PURITY, MINC, CTX, MODE nn | consume)."""
 import os, re, sys, collections, torch, numpy as np
 sys.path.insert(0, "/work/main")
 sys.path.insert(0, "/work/main/docs/experiments/session19_scorer")
@@ -21,6 +21,7 @@ from suite.music import corpus as C
 from suite.music.oracle import parse_prompt
 from suite.music.prompts import load_prompt_records, prompt_set
 
+CTX = os.environ.get("CTX", "{}")  # the context each n-gram is embedded in, e.g. "{} music"
 TAU, PURITY, MINC = float(os.environ.get("TAU", 0.7)), float(os.environ.get("PURITY", 0.95)), int(os.environ.get("MINC", 10))
 WORD = re.compile(r"[a-z0-9#]+(?:[-'][a-z0-9#]+)*")
 
@@ -57,16 +58,77 @@ for cap, p in zip(corpus.captions, parsed):
     if b is not None and p.get("tempo"):
         tempo_bpm[p["tempo"]].append(b)
 bpm_mid = {t: float(np.median(v)) for t, v in tempo_bpm.items()}
+# MODE=consume: a cue names its attribute when every caption containing it names the
+# attribute (>= PURITY) and its value is the most common there (>= 1/2), e.g. "fast" for
+# fast although "very fast" shares it; the longest exact match takes its words first
+bpm_range = {t: (min(v), max(v)) for t, v in tempo_bpm.items()}
+MODE = os.environ.get("MODE", "nn")
+vindex = {g: j for j, g in enumerate(vocab)}
+major = []  # per vocabulary n-gram: (attribute, majority value) named in >= PURITY of captions
+for g in vocab:
+    n, per = total[g], collections.defaultdict(collections.Counter)
+    for (a, v), k in counts[g].items():
+        if v is not None:
+            per[a][v] += k
+    major.append([(a, c.most_common(1)[0][0]) for a, c in per.items()
+                  if sum(c.values()) / n >= PURITY and c.most_common(1)[0][1] / n >= 0.5])
 tower = default_tower()
-vocab_emb = tower.encode(vocab)  # [G, 384]
+vocab_emb = tower.encode([CTX.format(g) for g in vocab])  # [G, 384]
+
+
+def read_consume(prompt: str) -> dict:
+    """Exact phase: the corpus vocabulary explains the prompt's known words, longest n-gram
+    first (a known word that is no cue is consumed as a frame word). Fuzzy phase: the
+    n-grams of the unknown words left take the cues of their nearest corpus n-gram
+    (embedded in CTX) when the cosine is >= TAU; an exact cue beats any fuzzy one."""
+    words = WORD.findall(prompt.lower())
+    used = [False] * len(words)
+    best = {}
+    for n in (3, 2, 1):
+        for i in range(len(words) - n + 1):
+            g = " ".join(words[i:i + n])
+            if any(used[i:i + n]) or g not in vindex:
+                continue
+            lab = major[vindex[g]]
+            if lab or n == 1:
+                used[i:i + n] = [True] * n
+            for a, v in lab:
+                best.setdefault(a, (1.0, v))
+    runs, cur = [], []
+    for w, u in zip(words, used):
+        if u:
+            runs, cur = runs + ([cur] if cur else []), []
+        else:
+            cur.append(w)
+    runs += [cur] if cur else []
+    grams = [" ".join(r[i:i + n]) for r in runs for n in (1, 2, 3) for i in range(len(r) - n + 1)]
+    if grams:
+        sim, nn = (tower.encode([CTX.format(g) for g in grams]) @ vocab_emb.T).max(1)
+        for s_, j in zip(sim.tolist(), nn.tolist()):
+            if s_ >= TAU:
+                for a, v in major[j]:
+                    if s_ > best.get(a, (0.0, None))[0]:
+                        best[a] = (s_, v)
+    b = bpm(prompt)
+    if b is not None:
+        inside = [t for t, (lo, hi) in bpm_range.items() if lo <= b <= hi]
+        best["tempo"] = (1.0, inside[0] if inside else min(bpm_mid, key=lambda t_: abs(bpm_mid[t_] - b)))
+    out = {}
+    for a in NAMES:
+        t = torch.zeros(len(VALS[a]) + 1)
+        t[VALS[a].index(best[a][1]) if a in best else -1] = 1.0
+        out[a] = t
+    return out
 
 
 def read(prompt: str) -> dict:
-    """attribute -> distribution over VALS[a] + [not named]: each prompt n-gram takes the
+    if MODE == "consume":
+        return read_consume(prompt)
+    """MODE=nn: attribute -> distribution over VALS[a] + [not named]: each prompt n-gram takes the
     labels of its nearest corpus n-gram (1-NN over the whole vocabulary, so frame words
     compete with cues) when their cosine is >= TAU; per attribute the best-matched value."""
     grams = ngrams(prompt)
-    sim, nn = (tower.encode(grams) @ vocab_emb.T).max(1)  # [g]
+    sim, nn = (tower.encode([CTX.format(g) for g in grams]) @ vocab_emb.T).max(1)  # [g]
     best = {}
     for s, j in zip(sim.tolist(), nn.tolist()):
         if s < TAU:
@@ -97,4 +159,4 @@ if __name__ == "__main__":
         per = {k: round(float(hit[np.array(kinds) == k].mean()), 2) for k in sorted(set(kinds))}
         print(f"{a:7s} agreement {hit.mean():.3f} {per}", flush=True)
     torch.save({"prompts": prompts, "t": {a: torch.stack([t[a] for t in T]) for a in NAMES}},
-               f"/tmp/s20/lex_{split}_tau{TAU}_p{PURITY}.pt")
+               f"/tmp/s20/lex_{split}_tau{TAU}_p{PURITY}" + ("" if CTX == "{}" else "_ctx") + ("" if MODE == "nn" else "_" + MODE) + ".pt")
