@@ -4,7 +4,7 @@ import sys, torch
 sys.path.insert(0, "/work/main")
 from suite.models.text_tower import default_tower
 tw = default_tower()
-moods = {"dark": ["dark", "ominous", "menacing", "brooding"], "happy": ["happy", "cheerful", "joyful", "uplifting"], "calm": ["calm", "peaceful", "soothing", "relaxing"], "sad": ["sad", "sorrowful", "gloomy", "melancholy"], "energetic": ["energetic", "lively", "driving"], "romantic": ["romantic", "loving", "sentimental", "tender"]}
+moods = {"dark": ["dark", "ominous", "menacing", "brooding"], "happy": ["happy", "cheerful", "joyful", "uplifting"], "calm": ["calm", "peaceful", "soothing", "relaxing"], "sad": ["sad", "sorrowful", "gloomy"], "energetic": ["energetic", "lively", "driving"], "romantic": ["romantic", "loving", "sentimental", "tender"]}
 tests = {"haunting": "dark", "explosive": "energetic", "tearful": "sad", "sunny": "happy", "intimate": "romantic", "serene": "calm", "pumping": "energetic", "carefree": "happy", "peppy": "happy"}
 for tmpl in ("{}", "a {} piece of music", "{} music", "this song sounds {}"):
     ok = 0
