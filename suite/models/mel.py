@@ -6,8 +6,9 @@ that with nnAudio (`nnAudio.features.MelSpectrogram`, an STFT as a 1-D convoluti
 runs batched on the audio's device), then compresses it as `log(mel + eps)`.
 
 A constant-Q alternative (`frequency_scale="cqt"`, nnAudio's `CQT2010v2`): `n_mels` log-spaced
-bins, `bins_per_octave` per octave from `fmin` up, each as wide as its octave allows, so a
-semitone is resolved in every register at the same hop (an STFT resolves it only where its
+bins, `bins_per_octave` per octave from `fmin` up, each bin's window spanning the same number
+of periods of its frequency (constant Q: long windows low, short ones high), so a semitone
+is resolved in every register at the same hop (an STFT resolves it only where its
 fixed bin width is narrower than a semitone). Used as `log(|CQT|^2 + eps)` with the same
 hop, centring and short-clip rule; `n_fft` and `win_length` then only set that rule.
 
@@ -100,7 +101,9 @@ class MelConfig:
         if not isinstance(bpo, int) or isinstance(bpo, bool) or bpo < 1:
             raise ValueError(f"MelConfig.bins_per_octave must be a positive int, got {bpo!r}")
         if not self.fmin > 0:
-            raise ValueError(f"MelConfig: a CQT needs fmin > 0 Hz (its lowest bin), got {self.fmin}")
+            raise ValueError(
+                f"MelConfig: a CQT needs fmin > 0 Hz (its lowest bin), got {self.fmin}"
+            )
         top = self.fmin * 2 ** ((self.n_mels - 1) / bpo)
         if top >= nyquist:
             raise ValueError(
@@ -110,7 +113,9 @@ class MelConfig:
         if self.trainable:
             raise ValueError("MelConfig: trainable kernels are for the mel scale only")
         if not self.center:
-            raise ValueError("MelConfig: nnAudio's CQT always centres its frames; center=False is mel-only")
+            raise ValueError(
+                "MelConfig: nnAudio's CQT always centres its frames; center=False is mel-only"
+            )
 
     def num_frames(self, num_samples: int) -> int:
         """Frames produced for a clip of `num_samples` samples (after short-clip padding)."""
