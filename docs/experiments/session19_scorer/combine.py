@@ -18,7 +18,7 @@ import os, sys, torch, numpy as np
 sys.path.insert(0, "/work/main")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 torch.set_num_threads(int(os.environ.get("THREADS", 1))); torch.manual_seed(0)
-from common import CACHE, NAMES, fit_softmax, load_sweep, spearman_parts
+from common import CACHE, NAMES, fit_softmax, load_sweep, reading, spearman_parts
 from suite.models.scorer import MuLanScorer
 from suite.models.text_tower import default_tower
 from suite.music import corpus as C
@@ -79,9 +79,7 @@ for seed in seeds:
     else:
         te = tower.encode(prompts)
         tp = {a: torch.softmax(te @ w + b, 1) for a, (w, b) in text_heads.items()}
-    num = sum((tp[a][pidx, :-1] * torch.softmax(feats @ w + b, 1)).sum(1) for a, (w, b) in audio_heads.items())
-    den = sum(1 - tp[a][pidx, -1] for a in NAMES)
-    f = (num / den.clamp_min(1e-3)).numpy()
+    f = reading(tp, audio_heads, feats, pidx)
     cos, y = S["cos"].numpy(), S["adh"].numpy()
     for lam in LAMS:
         r = spearman_parts(f if lam == float("inf") else cos + lam * f, y, S["rows"])

@@ -33,6 +33,15 @@ def fit_softmax(x: torch.Tensor, y: torch.Tensor, k: int, steps: int = 300, l2: 
     return w.detach(), b.detach()
 
 
+def reading(tp: dict, audio_heads: dict, feats: torch.Tensor, pidx) -> np.ndarray:
+    """f per generation: sum_a sum_v t_a(v) p_a(v) / sum_a (1 - t_a(none)), from the
+    prompts' text distributions `tp[a] [P, V+1]` (last = not named), the audio heads
+    `(w, b)` per attribute on standardised features `[G, D]` and each generation's prompt."""
+    num = sum((tp[a][pidx, :-1] * torch.softmax(feats @ w + b, 1)).sum(1) for a, (w, b) in audio_heads.items())
+    den = sum(1 - tp[a][pidx, -1] for a in audio_heads)
+    return (num / den.clamp_min(1e-3)).numpy()
+
+
 def spearman_parts(score, adherence, rows) -> tuple[float, float, float]:
     """(pooled, between, within) Spearman over the entries where both are finite."""
     score, adherence, rows = np.asarray(score), np.asarray(adherence), np.asarray(rows)

@@ -6,7 +6,7 @@ import os, sys, torch, numpy as np
 sys.path.insert(0, "/work/main")
 sys.path.insert(0, "/work/main/docs/experiments/session19_scorer")
 torch.set_num_threads(int(os.environ.get("THREADS", 1))); torch.manual_seed(0)
-from common import CACHE, NAMES, fit_softmax, load_sweep, spearman_parts
+from common import CACHE, NAMES, fit_softmax, load_sweep, reading, spearman_parts
 from suite.music import corpus as C
 from suite.report_tables import mean_interval
 
@@ -27,9 +27,7 @@ for seed in seeds:
     tp = {a: L["t"][a][order] for a in NAMES}
     pidx = np.tile(np.repeat(np.arange(len(prompts)), 4), n_cond)
     feats = (S["emb"] - mu) / sd
-    num = sum((tp[a][pidx, :-1] * torch.softmax(feats @ w + b, 1)).sum(1) for a, (w, b) in audio_heads.items())
-    den = sum(1 - tp[a][pidx, -1] for a in NAMES)
-    f = (num / den.clamp_min(1e-3)).numpy()
+    f = reading(tp, audio_heads, feats, pidx)
     cos, y = S["cos"].numpy(), S["adh"].numpy()
     for lam in LAMS:
         r = spearman_parts(f if lam == float("inf") else cos + lam * f, y, S["rows"])

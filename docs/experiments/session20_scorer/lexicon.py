@@ -76,6 +76,16 @@ tower = default_tower()
 vocab_emb = tower.encode([CTX.format(g) for g in vocab])  # [G, 384]
 
 
+def one_hot(best: dict) -> dict:
+    """attribute -> one-hot over VALS[a] + [not named] from {attribute: (score, value)}."""
+    out = {}
+    for a in NAMES:
+        t = torch.zeros(len(VALS[a]) + 1)
+        t[VALS[a].index(best[a][1]) if a in best else -1] = 1.0
+        out[a] = t
+    return out
+
+
 def read_consume(prompt: str) -> dict:
     """Exact phase: the corpus vocabulary explains the prompt's known words, longest n-gram
     first (a known word that is no cue is consumed as a frame word). Fuzzy phase: the
@@ -113,20 +123,16 @@ def read_consume(prompt: str) -> dict:
     if b is not None:
         inside = [t for t, (lo, hi) in bpm_range.items() if lo <= b <= hi]
         best["tempo"] = (1.0, inside[0] if inside else min(bpm_mid, key=lambda t_: abs(bpm_mid[t_] - b)))
-    out = {}
-    for a in NAMES:
-        t = torch.zeros(len(VALS[a]) + 1)
-        t[VALS[a].index(best[a][1]) if a in best else -1] = 1.0
-        out[a] = t
-    return out
+    return one_hot(best)
 
 
 def read(prompt: str) -> dict:
-    if MODE == "consume":
-        return read_consume(prompt)
     """MODE=nn: attribute -> distribution over VALS[a] + [not named]: each prompt n-gram takes the
     labels of its nearest corpus n-gram (1-NN over the whole vocabulary, so frame words
-    compete with cues) when their cosine is >= TAU; per attribute the best-matched value."""
+    compete with cues) when their cosine is >= TAU; per attribute the best-matched value.
+    MODE=consume: read_consume."""
+    if MODE == "consume":
+        return read_consume(prompt)
     grams = ngrams(prompt)
     sim, nn = (tower.encode([CTX.format(g) for g in grams]) @ vocab_emb.T).max(1)  # [g]
     best = {}
@@ -139,12 +145,7 @@ def read(prompt: str) -> dict:
     if bpm(prompt) is not None:
         b = bpm(prompt)
         best["tempo"] = (1.0, min(bpm_mid, key=lambda t_: abs(bpm_mid[t_] - b)))
-    out = {}
-    for a in NAMES:
-        t = torch.zeros(len(VALS[a]) + 1)
-        t[VALS[a].index(best[a][1]) if a in best else -1] = 1.0
-        out[a] = t
-    return out
+    return one_hot(best)
 
 if __name__ == "__main__":
     split = sys.argv[1]
