@@ -97,7 +97,7 @@ class AdherencePairsDataModule(GenerationPairsDataModule):
     def _prompt_list(self) -> list[str]:
         if self.prompts != "corpus":
             return super()._prompt_list()
-        from datamodules.audio import _load_default_corpus
+        from datamodules.pieces import _load_default_corpus
 
         _, captions = _load_default_corpus(self.n_pieces, self.corpus_seed, self.root)
         distinct = [c for c in dict.fromkeys(captions) if c.strip()]  # "" is the null condition

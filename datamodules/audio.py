@@ -35,6 +35,9 @@ flawed rendition of the SAME piece with flaws inside a random subset of its half
 per-step performance flaws (early / late / dropout / detuned), and/or wrong notes (melody
 notes moved a semitone).
 
+Transposed twins and key/mode labels (`transposed_negatives`, for E): pitch-aware extras of
+E's batches, `datamodules.pitch_negatives`.
+
 Hard negatives (`hard_share`, for E): that share of each training batch comes from one
 genre-tempo cell, the rest uniformly (`datamodules.batching`), so the batch's semi-hard
 negatives include pieces that differ only in their finer music.
@@ -52,7 +55,7 @@ from collections.abc import Callable, Sequence
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from datamodules.batching import CellBatchSampler, genre_tempo_cells
 from datamodules.flawed import (  # noqa: F401 (re-exported)
@@ -61,6 +64,14 @@ from datamodules.flawed import (  # noqa: F401 (re-exported)
     make_flawed,
     recording_runs,
 )
+from datamodules.pieces import (  # noqa: F401 (re-exported)
+    _Indexed,
+    _load_default_corpus,
+    add_noise,
+    held_out_count,
+    held_out_split,
+)
+from datamodules.pitch_negatives import key_mode_labels, transposed_twins
 from datamodules.swap_negatives import SwapNegatives, attribute_codes, check_swap_options
 from suite.music import attributes as A
 from suite.music import tokens as T
@@ -74,64 +85,15 @@ from suite.music.edits import (  # noqa: F401 (re-exported)
 Renderer = Callable[[torch.Tensor], torch.Tensor]
 
 
-def add_noise(
-    audio: torch.Tensor, snr_db: torch.Tensor, generator: torch.Generator
-) -> torch.Tensor:
-    """White noise at `[B]` signal-to-noise ratios (dB), clipped back into [-1, 1]."""
-    power = audio.pow(2).mean(dim=1, keepdim=True).clamp_min(1e-8)  # [B, 1]
-    scale = (power / 10 ** (snr_db.to(audio.device)[:, None] / 10)).sqrt()
-    noise = torch.randn(audio.shape, generator=generator).to(audio.device)
-    return (audio + scale * noise).clamp(-1.0, 1.0)
-
-
-# ---------------------------------------------------------------- datasets
-
-
-def held_out_count(n: int, val_pieces: int) -> int:
-    """Pieces held out of `n`: at most `val_pieces`, 500 (as in the issue) and a fifth."""
-    return min(val_pieces, 500, n // 5)
-
-
-def held_out_split(pool: np.ndarray, val_pieces: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(train, held-out) indices of `pool`: the last `held_out_count` of a seeded permutation,
-    each sorted; every DataModule on the corpus holds out the same pieces."""
-    perm = np.random.default_rng(seed).permutation(pool)
-    n_val = held_out_count(len(pool), val_pieces)
-    return np.sort(perm[:-n_val]), np.sort(perm[-n_val:])
-
-
-class _Indexed(Dataset):
-    """Yields `{"tokens": [L], "index": int}` for a subset of the corpus."""
-
-    def __init__(self, tokens: torch.Tensor, indices: np.ndarray):
-        self.tokens, self.indices = tokens, indices
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, i: int) -> dict:
-        j = int(self.indices[i])
-        return {"tokens": self.tokens[j], "index": j}
-
-
-def _load_default_corpus(n_pieces: int, seed: int, root: str | None, with_attrs: bool = False):
-    """Tokens `[N, L]` and captions (and attribute dicts) of the cached music-world corpus."""
-    from suite.music.corpus import build_corpus
-
-    corpus = build_corpus(seed=seed, n=n_pieces, root=root)
-    tokens = torch.as_tensor(np.asarray(corpus.tokens, dtype=np.int64))
-    if with_attrs:
-        return tokens, list(corpus.captions), list(corpus.attrs)
-    return tokens, list(corpus.captions)
-
-
 class AudioDataModule(L.LightningDataModule):
     """Rendered-audio batches for `task` in {"embedder", "scorer", "preference"}.
 
     Batches (after `on_after_batch_transfer`, i.e. on the model's device):
-    - embedder, train: `{"audio": [2P, clip], "label": [2P]}` (two chunks per piece,
-      independently augmented); val: `{"audio_a": [P, clip], "audio_b": [P, clip],
-      "label": [P]}` without augmentation;
+    - embedder, train: `{"audio": [2P + M, clip], "label": [2P + M], "key": [2P + M],
+      "mode": [2P + M]}` (two chunks per piece, independently augmented, then M transposed
+      twins with `transposed_negatives`; key and mode of each chunk as codes,
+      `datamodules.pitch_negatives`); val: `{"audio_a": [P, clip], "audio_b": [P, clip],
+      "label": [P], "key": [P], "mode": [P]}` without augmentation;
     - scorer: `{"audio": [B, S], "cond": [B, 384], "caption": list[str], "index": [B]}`;
       with `swap_draws` > 0 training batches caption each piece with one of its swap draws
       and add `"negative_cond": [B, 6, 384]`, `"negative_mask": [B, 6]`, with
@@ -168,6 +130,7 @@ class AudioDataModule(L.LightningDataModule):
         pair_augment: str = "shared",
         recording_augment: bool = False,
         hard_share: float = 0.0,
+        transposed_negatives: float = 0.0,
         swap_draws: int = 0,
         attribute_positives: bool = False,
         near_misses: bool = False,
@@ -198,6 +161,18 @@ class AudioDataModule(L.LightningDataModule):
                 f"got {hard_share!r} for task {task!r}"
             )
         check_swap_options("AudioDataModule", swap_draws, attribute_positives, near_misses)
+        twins = transposed_negatives
+        if twins and (
+            task != "embedder" or not 0 < twins <= 1 or round(twins * batch_size) < 1
+            or pair_augment == "independent"
+        ):
+            raise ValueError(
+                f"AudioDataModule: transposed_negatives must be in (0, 1] with at least one "
+                f"twin per batch (share x batch_size >= 0.5), only for the embedder task with "
+                f"shared pair shifts; got {twins!r} (batch_size {batch_size}, task {task!r}, "
+                f"pair_augment {pair_augment!r})"
+            )
+        self.transposed_negatives = float(transposed_negatives)
         if swap_draws and task != "scorer":
             raise ValueError(
                 f"AudioDataModule: swap_draws is only for the scorer task, got {swap_draws!r} "
@@ -365,31 +340,56 @@ class AudioDataModule(L.LightningDataModule):
         c = (audio if other is None else other).gather(1, (second[:, None] + offs).to(audio.device))
         return a, c
 
+    def _embedder_batch(self, tokens, index, training: bool, aug: bool) -> dict:
+        """Two chunks per piece (module docstring), with each chunk's key and mode
+        (`datamodules.pitch_negatives`) and, in training, the transposed twins."""
+        if self.recording_augment:  # a recording quality per chunk (music, not recording)
+            shifted = self._augment_tokens(tokens) if aug else tokens
+            first, second = self._two_renders(shifted, training)
+            a, c = self._chunks(first, training, other=second)
+            if aug:
+                a, c = self._noise(a), self._noise(c)
+            pair = (shifted, shifted)
+        elif aug and self.pair_augment == "independent":  # own pitch / tempo per chunk
+            both = self._augment_tokens(torch.cat([tokens, tokens]))
+            audio = self._noise(self.render(both))
+            a, _ = self._chunks(audio[: len(tokens)], True)
+            _, c = self._chunks(audio[len(tokens) :], True)
+            pair = (both[: len(tokens)], both[len(tokens) :])
+        else:  # one pitch / tempo shift per piece, noise per chunk
+            shifted = self._augment_tokens(tokens) if aug else tokens
+            a, c = self._chunks(self.render(shifted), training)
+            if aug:
+                a, c = self._noise(a), self._noise(c)
+            pair = (shifted, shifted)
+        (ka, ma), (kc, mc) = key_mode_labels(pair[0]), key_mode_labels(pair[1])
+        if not training:
+            return {"audio_a": a, "audio_b": c, "label": index, "key": ka, "mode": ma}
+        audio, label = torch.cat([a, c]), torch.cat([index, index])
+        key, mode = torch.cat([ka, kc]), torch.cat([ma, mc])
+        if self.transposed_negatives > 0:
+            chunks, twin_label, twins = transposed_twins(
+                pair[0], index, self.transposed_negatives, self._gen, self._twin_chunks
+            )
+            kt, mt = key_mode_labels(twins)
+            audio, label = torch.cat([audio, chunks]), torch.cat([label, twin_label])
+            key, mode = torch.cat([key, kt]), torch.cat([mode, mt])
+        return {"audio": audio, "label": label, "key": key, "mode": mode}
+
+    def _twin_chunks(self, twins: torch.Tensor) -> torch.Tensor:
+        """One chunk `[M, clip]` per twin, in its own recording when pairs have one."""
+        if self.recording_augment:
+            twins = self._recordings(twins, self._gen)
+        chunk, _ = self._chunks(self.render(twins), True)
+        return self._noise(chunk) if self.augment else chunk
+
     @torch.no_grad()
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         tokens, index = batch["tokens"], batch["index"]  # [B, L], [B]
         training = self.trainer is not None and self.trainer.training
         aug = self.augment and training
         if self.task == "embedder":
-            if self.recording_augment:  # a recording quality per chunk (music, not recording)
-                shifted = self._augment_tokens(tokens) if aug else tokens
-                first, second = self._two_renders(shifted, training)
-                a, c = self._chunks(first, training, other=second)
-                if aug:
-                    a, c = self._noise(a), self._noise(c)
-            elif aug and self.pair_augment == "independent":  # own pitch / tempo per chunk
-                audio = self.render(self._augment_tokens(torch.cat([tokens, tokens])))
-                audio = self._noise(audio)
-                a, _ = self._chunks(audio[: len(tokens)], True)
-                _, c = self._chunks(audio[len(tokens) :], True)
-            elif aug:  # one pitch / tempo shift per piece, noise per chunk
-                a, c = self._chunks(self.render(self._augment_tokens(tokens)), True)
-                a, c = self._noise(a), self._noise(c)
-            else:
-                a, c = self._chunks(self.render(tokens), training)
-            if training:
-                return {"audio": torch.cat([a, c]), "label": torch.cat([index, index])}
-            return {"audio_a": a, "audio_b": c, "label": index}
+            return self._embedder_batch(tokens, index, training, aug)
         if self.task == "scorer":
             audio = self.render(tokens)
             audio = self._noise(audio) if aug else audio

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.audio import add_noise
+from datamodules.pieces import add_noise
 
 log = logging.getLogger(__name__)
 EXTENSIONS = (".wav", ".flac", ".ogg")

@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from datamodules.audio import _Indexed, _load_default_corpus, held_out_count, held_out_split
+from datamodules.pieces import _Indexed, _load_default_corpus, held_out_count, held_out_split
 from datamodules.swap_negatives import SwapNegatives, check_swap_options
 
 Renderer = Callable[[torch.Tensor], torch.Tensor]
