@@ -82,7 +82,7 @@ def _data_kwargs(kind: str, spec: Mapping | None) -> dict[str, Any]:
     fixed = {} if _data_target(kind, spec) in (GENERATION_DATA, TRUNK_DATA, ADHERENCE_DATA) else JOBS[kind][2]
     return {**fixed, **((spec or {}).get("data") or {})}
 # Keys of a spec's `train` section that configure the Trainer rather than the job.
-_TRAINER_KEYS = {"accelerator", "val_every", "log_every", "precision"}
+_TRAINER_KEYS = {"accelerator", "val_every", "log_every", "precision", "checkpoint_every"}
 MODEL_FILE = "model.pt"
 METRICS_FILE = "metrics.json"
 
@@ -143,10 +143,11 @@ def artifact_metrics(path: Path) -> dict[str, float]:
     return json.loads(file.read_text()) if file.is_file() else {}
 
 
-def _mlflow_logger(kind: str, folder: Path, spec: dict[str, Any]):
+def _mlflow_logger(kind: str, folder: Path, spec: dict[str, Any], run_id: str | None, step: int):
     from lightning_modules import tracking
 
-    return tracking.artifact_logger(kind, folder.name.split(".tmp-")[0].lstrip("."), spec)
+    name = folder.name.split(".tmp-")[0].lstrip(".")
+    return tracking.artifact_logger(kind, name, spec, run_id=run_id, from_step=step)
 
 
 def _resolve_references(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
@@ -161,8 +162,12 @@ def _resolve_references(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def train_artifact(kind: str, spec: dict[str, Any], folder: Path) -> None:
-    """Train the job for `kind` from `spec` and write model.pt and metrics.json into folder."""
+    """Train the job for `kind` from `spec` and write model.pt and metrics.json into folder;
+    an interrupted build of the same spec resumes from its partial checkpoint
+    (`lightning_modules.build_resume`)."""
     import lightning.pytorch as pl
+
+    from lightning_modules import build_resume
 
     spec = _resolve_references(kind, spec)
     module_target = JOBS[kind][0]
@@ -180,7 +185,15 @@ def train_artifact(kind: str, spec: dict[str, Any], folder: Path) -> None:
         **model_kwargs, **{k: v for k, v in train.items() if k not in _TRAINER_KEYS}
     )
     datamodule = _load(data_target)(**_data_kwargs(kind, spec))
-    logger = _mlflow_logger(kind, folder, spec)
+    partial = build_resume.partial_dir(folder)
+    every = build_resume.checkpoint_every(train)
+    ckpt, step = build_resume.resume_point(partial)
+    if ckpt is not None:
+        log.info("resuming %s from step %d of %d (%s)", kind, step, max_steps, ckpt)
+        build_resume.note_resume(partial, step)
+    logger = _mlflow_logger(
+        kind, folder, spec, build_resume.run_id(partial) if ckpt else None, step
+    )
     trainer = pl.Trainer(
         accelerator=train.get("accelerator", "auto"),
         devices=1,
@@ -195,14 +208,16 @@ def train_artifact(kind: str, spec: dict[str, Any], folder: Path) -> None:
         log_every_n_steps=int(train.get("log_every", 50)),
         default_root_dir=str(folder / "_trainer"),
         precision=train.get("precision", "32-true"),
+        callbacks=[build_resume.PartialCheckpoint(partial, every, logger.run_id if logger else None)],
     )
-    trainer.fit(job, datamodule=datamodule)
+    trainer.fit(job, datamodule=datamodule, ckpt_path=ckpt)
     results = trainer.validate(job, datamodule=datamodule, verbose=False)
     metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
     job.model.save(folder / MODEL_FILE)
     (folder / METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True))
     log.info("%s held-out metrics: %s", kind, ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
     shutil.rmtree(folder / "_trainer", ignore_errors=True)
+    build_resume.finish(partial, folder)
 
 
 class ArtifactSet:

@@ -267,9 +267,12 @@ def flat_params(tree: Any, prefix: str = "") -> dict[str, str]:
     return {prefix[:-1]: str(tree)[:500]}
 
 
-def artifact_logger(kind: str, name: str, spec: Mapping[str, Any]):
+def artifact_logger(kind: str, name: str, spec: Mapping[str, Any], run_id: str | None = None,
+                    from_step: int = 0):  # fmt: skip
     """An MLflow logger for building artifact `name` of `kind` (its spec logged as params,
-    once: the jobs themselves log none), or False when the run task configured no store."""
+    once: the jobs themselves log none), or False when the run task configured no store.
+    With `run_id` (a resumed build, `lightning_modules.build_resume`) it continues that run,
+    dropping the points it logged at steps >= `from_step` (past its last checkpoint)."""
     if not _STORE:
         return False
     from lightning.pytorch.loggers import MLFlowLogger
@@ -279,7 +282,13 @@ def artifact_logger(kind: str, name: str, spec: Mapping[str, Any]):
         run_name=f"prepare-{name}",
         tracking_uri=_STORE["uri"],
         tags={"stage": "prepare", "artifact": kind},
+        run_id=run_id,
     )
+    if run_id is not None:
+        dropped = truncate_metrics(logger.experiment, run_id, from_step)
+        _log.info("resuming MLflow run %s of %s from step %d (%s points dropped)", run_id, name,
+                  from_step, "no" if dropped is None else dropped)  # fmt: skip
+        return logger  # its params were logged when the build started
     logger.log_hyperparams(flat_params(dict(spec)))
     return logger
 
