@@ -343,22 +343,19 @@ class AudioDataModule(L.LightningDataModule):
     def _embedder_batch(self, tokens, index, training: bool, aug: bool) -> dict:
         """Two chunks per piece (module docstring), with each chunk's key and mode
         (`datamodules.pitch_negatives`) and, in training, the transposed twins."""
-        if self.recording_augment:  # a recording quality per chunk (music, not recording)
-            shifted = self._augment_tokens(tokens) if aug else tokens
-            first, second = self._two_renders(shifted, training)
-            a, c = self._chunks(first, training, other=second)
-            if aug:
-                a, c = self._noise(a), self._noise(c)
-            pair = (shifted, shifted)
-        elif aug and self.pair_augment == "independent":  # own pitch / tempo per chunk
-            both = self._augment_tokens(torch.cat([tokens, tokens]))
+        if aug and self.pair_augment == "independent" and not self.recording_augment:
+            both = self._augment_tokens(torch.cat([tokens, tokens]))  # own pitch / tempo per chunk
             audio = self._noise(self.render(both))
             a, _ = self._chunks(audio[: len(tokens)], True)
             _, c = self._chunks(audio[len(tokens) :], True)
             pair = (both[: len(tokens)], both[len(tokens) :])
         else:  # one pitch / tempo shift per piece, noise per chunk
             shifted = self._augment_tokens(tokens) if aug else tokens
-            a, c = self._chunks(self.render(shifted), training)
+            if self.recording_augment:  # a recording quality per chunk (music, not recording)
+                first, second = self._two_renders(shifted, training)
+                a, c = self._chunks(first, training, other=second)
+            else:
+                a, c = self._chunks(self.render(shifted), training)
             if aug:
                 a, c = self._noise(a), self._noise(c)
             pair = (shifted, shifted)

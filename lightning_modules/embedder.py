@@ -77,6 +77,14 @@ class EmbedderJob(AudioJob):
         logits = self.key_head(emb)  # [B, 16]
         return logits[:, : len(A.KEYS)], logits[:, len(A.KEYS) :]
 
+    def key_loss(
+        self, emb: torch.Tensor, key: torch.Tensor, mode: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean of the tonic and mode cross-entropies, tonic accuracy) for `[B, E]`."""
+        k_logits, m_logits = self.key_logits(emb)
+        aux = (F.cross_entropy(k_logits, key) + F.cross_entropy(m_logits, mode)) / 2
+        return aux, (k_logits.argmax(-1) == key).float().mean()
+
     def _key_batch(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         if "key" not in batch or "mode" not in batch:
             raise ValueError(
@@ -95,11 +103,10 @@ class EmbedderJob(AudioJob):
         bs = len(emb)
         if self.key_head is not None:
             key, mode = self._key_batch(batch)
-            k_logits, m_logits = self.key_logits(emb)
-            aux = (F.cross_entropy(k_logits, key) + F.cross_entropy(m_logits, mode)) / 2
+            aux, key_acc = self.key_loss(emb, key, mode)
             loss = loss + self.key_weight * aux
             self.log("train/key_ce", aux, batch_size=bs)
-            self.log("train/key_acc", (k_logits.argmax(-1) == key).float().mean(), batch_size=bs)
+            self.log("train/key_acc", key_acc, batch_size=bs)
         loss = self._finite(loss, batch_idx)
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
         self.log("train/semi_hard_frac", self.loss_fn.last["semi_hard_frac"], batch_size=bs)

@@ -1,6 +1,7 @@
 """Pitch-aware embedder batches: transposed twins and key/mode labels
 (`datamodules.pitch_negatives`), and the embedder job's auxiliary key/mode head."""
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -108,6 +109,16 @@ def test_key_head_loss_is_the_mean_of_two_cross_entropies():
     ref_m = -(full[:, 12:].log_softmax(-1)[torch.arange(6), mode]).mean()
     torch.testing.assert_close(F.cross_entropy(k_logits, key), ref_k)
     torch.testing.assert_close(F.cross_entropy(m_logits, mode), ref_m)
+    # the job's auxiliary loss against numpy: mean over the batch of -log softmax, per block
+    logits = full.detach().double().numpy()
+    def nll(block, target):  # noqa: E306
+        z = block - block.max(1, keepdims=True)
+        logp = z - np.log(np.exp(z).sum(1, keepdims=True))
+        return -logp[np.arange(len(target)), target.numpy()].mean()
+    aux, acc = job.key_loss(emb, key, mode)
+    expected = (nll(logits[:, :12], key) + nll(logits[:, 12:], mode)) / 2
+    assert aux.item() == pytest.approx(expected, rel=1e-5)
+    assert acc.item() == pytest.approx((logits[:, :12].argmax(1) == key.numpy()).mean())
     assert {id(p) for p in job.key_head.parameters()} <= {id(p) for p in job.trained_parameters()}
     with pytest.raises(ValueError, match="key_weight"):
         EmbedderJob(key_weight=-1.0)

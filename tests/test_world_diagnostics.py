@@ -73,7 +73,7 @@ def test_the_fair_embedder_sees_each_chunk_of_a_pair_under_its_own_recording(mon
                                            torch.zeros(t.shape[0], 96000))[1])  # fmt: skip
     dm.setup("fit")
     out = dm.on_after_batch_transfer({"tokens": pieces[:16], "index": torch.arange(16)}, 0)
-    assert set(out) == {"audio_a", "audio_b", "label"} and len(seen) == 2  # two renders
+    assert set(out) == {"audio_a", "audio_b", "label", "key", "mode"} and len(seen) == 2  # two renders
     assert (seen[0] != seen[1]).any()  # the pair's recordings were drawn independently
     for rec in seen:  # one quality per chunk, at every step, replacing the corpus's bursts
         assert (rec == rec[:, :1]).all() and ((rec >= 0) & (rec < len(A.RECORDINGS))).all()

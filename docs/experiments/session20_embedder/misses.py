@@ -6,24 +6,12 @@ chunk rendered in its own recording), then recall@1 per tempo bucket, and how ma
 chunks replay some of the same steps, at 80 BPM none.
 Usage: misses.py [E_MODEL_PT]"""
 import sys, collections, torch, numpy as np
-sys.path.insert(0, "/work/main")
-torch.set_num_threads(1); torch.manual_seed(0)
-from datamodules.audio import AudioDataModule
-from suite.models.vit import AudioEmbedder
+sys.path.insert(0, "/work/main/docs/experiments/session20_embedder")
+from common import COMMITTED_E, validation_embeddings
 from suite.music.attributes import TEMPOS
 
-path = sys.argv[1] if len(sys.argv) > 1 else "/work/main/artifacts/embedder-83f0a752d99d/model.pt"
-E = AudioEmbedder.from_checkpoint(path).eval()
-dm = AudioDataModule(task="embedder", n_pieces=20000, corpus_seed=0, batch_size=64, clip_seconds=3.0,
-                     pair_augment="shared", recording_augment=True, seed=0, root="/work/main")
-dm.setup("fit")
-A, B, tempo = [], [], []
-with torch.no_grad():
-    for batch in dm.val_dataloader():
-        batch = dm.on_after_batch_transfer(batch, 0)
-        A.append(E(batch["audio_a"])); B.append(E(batch["audio_b"]))
-        tempo += [dm._attrs[int(i)]["tempo"] for i in batch["label"]]
-A, B = torch.cat(A), torch.cat(B)
+path = sys.argv[1] if len(sys.argv) > 1 else COMMITTED_E
+A, B, tempo, dm = validation_embeddings(path)
 hit = ((A @ B.T).argmax(1) == torch.arange(len(A))).numpy()
 print(f"recall@1 {hit.mean():.3f} over {len(A)} pieces")
 bpm = {t[0]: t[3] for t in TEMPOS}

@@ -2,34 +2,29 @@
 first 3 s against last 3 s, each chunk in its own recording drawn at random) split by the
 pair of recordings the two chunks got, and by tempo x (same / different recording).
 Usage: by_recording.py [E_MODEL_PT]"""
-import sys, collections, torch, numpy as np
-sys.path.insert(0, "/work/main")
-torch.set_num_threads(1); torch.manual_seed(0)
-from datamodules.audio import AudioDataModule
-from suite.models.vit import AudioEmbedder
+import sys, torch, numpy as np
+sys.path.insert(0, "/work/main/docs/experiments/session20_embedder")
+from common import COMMITTED_E, validation_embeddings
 from suite.music import attributes as A
 
-path = sys.argv[1] if len(sys.argv) > 1 else "/work/main/artifacts/embedder-83f0a752d99d/model.pt"
-E = AudioEmbedder.from_checkpoint(path).eval()
-dm = AudioDataModule(task="embedder", n_pieces=20000, corpus_seed=0, batch_size=64, clip_seconds=3.0,
-                     pair_augment="shared", recording_augment=True, seed=0, root="/work/main")
-dm.setup("fit")
+path = sys.argv[1] if len(sys.argv) > 1 else COMMITTED_E
 draws = []
-inner = dm._recordings
-def recording_spy(tokens, generator):  # noqa: E306  the draws _two_renders makes, in order
-    state = generator.get_state()
-    out = inner(tokens, generator)
-    g = torch.Generator(); g.set_state(state)
-    draws.append(torch.randint(0, len(A.RECORDINGS), (tokens.shape[0],), generator=g))
-    return out
-dm._recordings = recording_spy
-Ea, Eb, tempo = [], [], []
-with torch.no_grad():
-    for batch in dm.val_dataloader():
-        batch = dm.on_after_batch_transfer(batch, 0)
-        Ea.append(E(batch["audio_a"])); Eb.append(E(batch["audio_b"]))
-        tempo += [dm._attrs[int(i)]["tempo"] for i in batch["label"]]
-Ea, Eb = torch.cat(Ea), torch.cat(Eb)
+
+
+def spy_on_recordings(dm):
+    """Record the recording draws `_two_renders` makes, in order (query chunk, then target)."""
+    inner = dm._recordings
+
+    def recording_spy(tokens, generator):
+        state = generator.get_state()
+        out = inner(tokens, generator)
+        g = torch.Generator(); g.set_state(state)
+        draws.append(torch.randint(0, len(A.RECORDINGS), (tokens.shape[0],), generator=g))
+        return out
+    dm._recordings = recording_spy
+
+
+Ea, Eb, tempo, _ = validation_embeddings(path, spy_on_recordings)
 rec_a, rec_b = torch.cat(draws[0::2]).numpy(), torch.cat(draws[1::2]).numpy()
 hit = ((Ea @ Eb.T).argmax(1) == torch.arange(len(Ea))).numpy()
 print(f"recall@1 {hit.mean():.3f} over {len(Ea)} pieces ({path})")
