@@ -3,7 +3,9 @@ could be read with: both chunks cut from the same 3-s window of the piece (its f
 each in its own recording, against the build's protocol (first 3 s against last 3 s). At
 80 BPM the build's two chunks are bar 1 and bar 2 and share no step; here every piece's two
 chunks play the same notes, so what is left is recording invariance plus telling pieces
-apart. The team's decision between the two protocols is what this informs.
+apart. The team's decision between the two protocols is what this informs. A third row
+reads the build's protocol on 500 of E's training pieces: does E fail the slow pieces
+because it cannot fit them, or because what it fits does not carry to new pieces?
 Usage: same_window.py [E_MODEL_PT]"""
 import sys
 
@@ -55,3 +57,13 @@ A, B, tempo, _ = validation_embeddings(path, on_dm=spy_on_recordings)
 report("first 3 s vs last 3 s", A, B, tempo)
 A, B, tempo, _ = validation_embeddings(path, on_dm=lambda dm: (spy_on_recordings(dm), same_window(dm)))
 report("first 3 s vs first 3 s", A, B, tempo)
+
+
+def training_pieces(dm):
+    """The build's protocol on 500 pieces E trained on (val_idx swapped for them)."""
+    spy_on_recordings(dm)
+    dm.val_idx = dm.train_idx[:500]
+
+
+A, B, tempo, _ = validation_embeddings(path, on_dm=training_pieces)
+report("training pieces", A, B, tempo)
