@@ -1,4 +1,4 @@
-"""Scratch helper (sessions 20-21): the held-out validation of `EmbedderJob` as the committed
+"""Scratch helper (sessions 20-23): the held-out validation of `EmbedderJob` as the committed
 E's build ran it (the AudioDataModule of the committed spec, seed 0: 500 held-out pieces, the
 first 3 s against the last 3 s, each chunk in its own recording), embedded by an E file."""
 import sys, torch
@@ -26,3 +26,18 @@ def validation_embeddings(path=COMMITTED_E, on_dm=None):
             A.append(E(batch["audio_a"])); B.append(E(batch["audio_b"]))
             tempo += [dm._attrs[int(i)]["tempo"] for i in batch["label"]]
     return torch.cat(A), torch.cat(B), tempo, dm
+
+
+def spy_on_recordings(dm, draws):
+    """Wrap `dm._recordings` so each call appends the recording it draws per piece to
+    `draws`, in order (query chunk, then target chunk, batch by batch); returns `dm`."""
+    from suite.music.attributes import RECORDINGS
+    inner = dm._recordings
+
+    def recording_spy(tokens, generator):
+        g = torch.Generator()
+        g.set_state(generator.get_state())  # replay the draw `inner` is about to make
+        draws.append(torch.randint(0, len(RECORDINGS), (tokens.shape[0],), generator=g))
+        return inner(tokens, generator)
+    dm._recordings = recording_spy
+    return dm

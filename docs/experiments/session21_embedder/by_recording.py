@@ -4,27 +4,13 @@ pair of recordings the two chunks got, and by tempo x (same / different recordin
 Usage: by_recording.py [E_MODEL_PT]"""
 import sys, torch, numpy as np
 sys.path.insert(0, "/work/main/docs/experiments/session20_embedder")
-from common import COMMITTED_E, validation_embeddings
+from common import COMMITTED_E, spy_on_recordings, validation_embeddings
 from suite.music import attributes as A
 
 path = sys.argv[1] if len(sys.argv) > 1 else COMMITTED_E
-draws = []
+draws = []  # recordings drawn per render: query chunk, then target, batch by batch
 
-
-def spy_on_recordings(dm):
-    """Record the recording draws `_two_renders` makes, in order (query chunk, then target)."""
-    inner = dm._recordings
-
-    def recording_spy(tokens, generator):
-        state = generator.get_state()
-        out = inner(tokens, generator)
-        g = torch.Generator(); g.set_state(state)
-        draws.append(torch.randint(0, len(A.RECORDINGS), (tokens.shape[0],), generator=g))
-        return out
-    dm._recordings = recording_spy
-
-
-Ea, Eb, tempo, _ = validation_embeddings(path, spy_on_recordings)
+Ea, Eb, tempo, _ = validation_embeddings(path, lambda dm: spy_on_recordings(dm, draws))
 rec_a, rec_b = torch.cat(draws[0::2]).numpy(), torch.cat(draws[1::2]).numpy()
 hit = ((Ea @ Eb.T).argmax(1) == torch.arange(len(Ea))).numpy()
 print(f"recall@1 {hit.mean():.3f} over {len(Ea)} pieces ({path})")

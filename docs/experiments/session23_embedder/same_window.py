@@ -13,22 +13,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, "/work/main/docs/experiments/session20_embedder")
-from common import COMMITTED_E, validation_embeddings  # noqa: E402
+from common import COMMITTED_E, spy_on_recordings, validation_embeddings  # noqa: E402
 
-from suite.music.attributes import RECORDINGS, TEMPOS  # noqa: E402
-
-draws = []  # the recording drawn for each render, in order (query chunk, then target)
-
-
-def spy_on_recordings(dm):
-    inner = dm._recordings
-
-    def recording_spy(tokens, generator):
-        g = torch.Generator()
-        g.set_state(generator.get_state())
-        draws.append(torch.randint(0, len(RECORDINGS), (tokens.shape[0],), generator=g))
-        return inner(tokens, generator)
-    dm._recordings = recording_spy
+from suite.music.attributes import TEMPOS  # noqa: E402
 
 
 def same_window(dm):
@@ -40,12 +27,18 @@ def same_window(dm):
     dm._chunks = chunks
 
 
-def report(name, A, B, tempo):
+def training_pieces(dm):
+    """The build's protocol on 500 pieces E trained on (val_idx swapped for them)."""
+    dm.val_idx = dm.train_idx[:500]
+
+
+def row(name, path, on_dm=lambda dm: None):
     """recall@1 over all pieces, then over the pairs in two different recordings (a pair in
     one recording is the same audio under the same-window protocol), by tempo."""
+    draws = []
+    A, B, tempo, _ = validation_embeddings(path, lambda dm: on_dm(spy_on_recordings(dm, draws)))
     hit = ((A @ B.T).argmax(1) == torch.arange(len(A))).numpy()
     differ = (torch.cat(draws[0::2]) != torch.cat(draws[1::2])).numpy()
-    draws.clear()
     per = {t: hit[differ & np.array([x == t for x in tempo])].mean() for t, *_ in TEMPOS}
     cells = " ".join(f"{t} {v:.3f}" for t, v in per.items())
     print(f"{name:24s} recall@1 {hit.mean():.3f}; two recordings ({differ.sum()}) "
@@ -53,17 +46,6 @@ def report(name, A, B, tempo):
 
 
 path = sys.argv[1] if len(sys.argv) > 1 else COMMITTED_E
-A, B, tempo, _ = validation_embeddings(path, on_dm=spy_on_recordings)
-report("first 3 s vs last 3 s", A, B, tempo)
-A, B, tempo, _ = validation_embeddings(path, on_dm=lambda dm: (spy_on_recordings(dm), same_window(dm)))
-report("first 3 s vs first 3 s", A, B, tempo)
-
-
-def training_pieces(dm):
-    """The build's protocol on 500 pieces E trained on (val_idx swapped for them)."""
-    spy_on_recordings(dm)
-    dm.val_idx = dm.train_idx[:500]
-
-
-A, B, tempo, _ = validation_embeddings(path, on_dm=training_pieces)
-report("training pieces", A, B, tempo)
+row("first 3 s vs last 3 s", path)
+row("first 3 s vs first 3 s", path, same_window)
+row("training pieces", path, training_pieces)
